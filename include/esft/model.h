@@ -1,0 +1,113 @@
+// The model-family interface. Each family lives in one file under models/ and registers a
+// factory under its config.json `architectures[0]` string (llama.cpp style); load_model()
+// fails loudly on anything unknown.
+//
+// Shape legend used across src/nn and models/: B batch, S sequence, T tokens (B*S flattened),
+// H hidden, I expert intermediate, E experts, K top-k, V vocab, N heads, D head dim.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "esft/fs.h"
+
+namespace esft {
+
+class Checkpoint;
+
+struct Batch {
+  at::Tensor input_ids;     // [B,S] int64
+  at::Tensor labels;        // [B,S] int64, -100 = no loss; undefined = no loss computed
+  at::Tensor position_ids;  // [B,S] int64; undefined = 0..S-1 per row
+  at::Tensor doc_ids;       // [B,S] int64; undefined = plain causal over the whole row;
+                            // else attention only between equal ids, -1 marks padding
+};
+
+// Router hook: every MoE layer reports, per token, its top-k expert ids and the gate weights
+// the model actually uses (after any renormalisation/scaling). Tensors are [T,K] on the
+// model's device; ids int64, weights float32.
+class RoutingObserver {
+ public:
+  virtual ~RoutingObserver() = default;
+  virtual void on_routing(int hf_layer, const at::Tensor& ids_TK, const at::Tensor& weights_TK) = 0;
+};
+
+struct ForwardOptions {
+  bool return_logits = true;
+  RoutingObserver* observer = nullptr;
+  bool router_aux_loss = false;  // add router_aux_loss_coef * load-balancing loss to `loss`
+};
+
+struct ForwardOutput {
+  at::Tensor logits;       // [B,S,V] float32 (when asked)
+  at::Tensor loss_sum;     // scalar float32: sum of token cross-entropies over labels != -100 (shifted)
+  int64_t n_loss_tokens = 0;
+  at::Tensor aux_loss;     // scalar, undefined unless router_aux_loss
+};
+
+// Which experts and modules train; parsed from expert_config.json.
+struct ExpertSelection {
+  std::map<int, std::vector<int>> experts;  // HF layer index -> global routed-expert ids
+  bool shared_experts = false;
+  bool non_expert_modules = false;
+  static ExpertSelection from_json_file(const fs::path& path);
+};
+
+// A tensor the optimizer updates, named stably (used for optimizer state and resume).
+struct TrainableTensor {
+  std::string name;
+  at::Tensor tensor;  // leaf, requires_grad, float32 master copy
+  bool decay = true;  // weight decay applies (false for norms and biases)
+};
+
+// A tensor in Hugging Face naming and layout, ready to save.
+struct HfTensor {
+  std::string name;
+  at::Tensor tensor;
+};
+
+struct LoadOptions {
+  std::string device = "cpu";      // "cpu", "cuda", "cuda:1"
+  at::ScalarType dtype = at::kFloat;  // storage dtype of frozen weights and compute dtype
+};
+
+class MoeModel {
+ public:
+  virtual ~MoeModel() = default;
+  virtual std::string architecture() const = 0;
+  virtual std::vector<int> moe_layers() const = 0;  // HF decoder-layer indices of the MoE layers
+  virtual int n_routed_experts() const = 0;
+  virtual int top_k() const = 0;
+  virtual const at::Device& device() const = 0;
+
+  virtual ForwardOutput forward(const Batch& batch, const ForwardOptions& opt) = 0;
+
+  // Splits every MoE layer's experts into a trainable and a frozen bank and marks the
+  // trainable tensors. Frozen tensors never require grad.
+  virtual void configure_training(const ExpertSelection& sel) = 0;
+  virtual std::vector<TrainableTensor> trainable_tensors() = 0;
+  // The trainable tensors under their HF names (per-expert weights split out): the adapter.
+  virtual std::vector<HfTensor> adapter_tensors() = 0;
+  // Loads adapter tensors (HF names) over the current weights.
+  virtual void load_adapter_tensors(const std::map<std::string, at::Tensor>& tensors) = 0;
+  // Every weight under its HF name, in the checkpoint's original layout and dtype.
+  virtual std::vector<HfTensor> full_tensors() = 0;
+};
+
+using ModelFactory = std::function<std::unique_ptr<MoeModel>(const Checkpoint&, const LoadOptions&)>;
+
+struct ModelRegistrar {
+  ModelRegistrar(const std::string& architecture, ModelFactory factory);
+};
+std::vector<std::string> registered_architectures();
+
+// Reads dir/config.json, picks the family by architectures[0], loads the weights.
+std::unique_ptr<MoeModel> load_model(const fs::path& dir, const LoadOptions& opt);
+
+at::ScalarType parse_dtype_flag(const std::string& s);  // "fp32"|"float32"|"bf16"|"bfloat16"|"fp16"
+
+}  // namespace esft

@@ -1,0 +1,9 @@
+// Precompiled header for the LibTorch targets: the narrow ATen/torch headers we actually use.
+#pragma once
+#include <ATen/ATen.h>
+#include <torch/types.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <map>
+#include <string>
+#include <vector>

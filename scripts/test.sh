@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite (CPU, a few minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cd "${ESFT_BUILD:-build}"
+ctest --output-on-failure --timeout 1800 "$@"

@@ -1,0 +1,49 @@
+// esft: Expert-Specialized Fine-Tuning of MoE LLMs. Dispatches to the registered subcommands.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "esft/cli.h"
+#include "esft/error.h"
+
+namespace esft::cli {
+std::vector<Subcommand>& subcommands() {
+  static std::vector<Subcommand> all;
+  return all;
+}
+}  // namespace esft::cli
+
+static void usage() {
+  std::printf("esft %s: Expert-Specialized Fine-Tuning for Mixture-of-Experts LLMs\n\n", ESFT_VERSION);
+  std::printf("usage: esft <command> [flags]   (esft <command> --help documents every flag)\n\ncommands:\n");
+  for (auto& c : esft::cli::subcommands()) std::printf("  %-10s %s\n", c.name.c_str(), c.summary.c_str());
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("esft %s\n", ESFT_VERSION);
+    return 0;
+  }
+  for (auto& c : esft::cli::subcommands()) {
+    if (c.name != argv[1]) continue;
+    std::string prog = std::string("esft ") + argv[1];
+    argv[1] = prog.data();
+    try {
+      return c.fn(argc - 1, argv + 1);
+    } catch (const esft::Error& e) {
+      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "esft: unknown command '%s'\n\n", argv[1]);
+  usage();
+  return 2;
+}

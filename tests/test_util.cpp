@@ -1,0 +1,33 @@
+#include "test_util.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace esft::test {
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::path(ESFT_BINARY_DIR) / "test-tmp" / (name + "-" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+int run(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  if (rc == -1) return -1;
+  return WEXITSTATUS(rc);
+}
+
+void run_python(const std::string& script, const std::string& args) {
+  std::string cmd = std::string(ESFT_PYTHON) + " " + (source_dir() / "tests/python" / script).string() + " " + args;
+  int rc = run(cmd);
+  ASSERT_EQ(rc, 0) << "python reference failed: " << cmd;
+}
+
+fs::path source_dir() { return ESFT_SOURCE_DIR; }
+fs::path shared_dir() { return ESFT_SHARED_DIR; }
+std::string esft_bin() { return ESFT_BIN; }
+
+}  // namespace esft::test
