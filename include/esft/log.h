@@ -1,0 +1,16 @@
+// Logging for every component. Implemented in esft_core on top of spdlog; this header has no
+// spdlog/fmt dependency so LibTorch translation units (which see a different fmt) can use it.
+#pragma once
+#include <string>
+
+namespace esft {
+
+void log_info(const std::string& msg);
+void log_warn(const std::string& msg);
+void log_error(const std::string& msg);
+void set_log_quiet(bool quiet);  // warnings and errors only
+
+// True when stderr is a terminal (progress bars are drawn only then).
+bool stderr_is_tty();
+
+}  // namespace esft
