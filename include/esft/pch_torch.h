@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/types.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <map>
 #include <string>
