@@ -1,0 +1,18 @@
+// Device and dtype resolution shared by the subcommands.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace esft {
+
+struct Runtime {
+  std::string device;  // "cpu", "cuda", "cuda:N"
+  at::ScalarType dtype;
+};
+
+// device "" -> cuda when available else cpu; dtype "" -> bf16 on cuda, fp32 on cpu.
+// Fails clearly when cuda is asked for but not available.
+Runtime resolve_runtime(const std::string& device, const std::string& dtype);
+
+}  // namespace esft

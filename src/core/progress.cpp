@@ -1,0 +1,56 @@
+#include "esft/progress.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "esft/log.h"
+
+namespace esft {
+
+ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
+    : label_(std::move(label)), unit_(std::move(unit)), total_(total), enabled_(stderr_is_tty()),
+      start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+
+ProgressBar::~ProgressBar() { finish(); }
+
+double ProgressBar::elapsed_s() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+double ProgressBar::rate() const {
+  double t = elapsed_s();
+  return t > 0 ? done_ / t : 0;
+}
+
+void ProgressBar::update(int64_t done, const std::string& extra) {
+  done_ = done;
+  extra_ = extra;
+  auto now = std::chrono::steady_clock::now();
+  if (enabled_ && now - last_draw_ > std::chrono::milliseconds(200)) {
+    last_draw_ = now;
+    draw(false);
+  }
+}
+
+void ProgressBar::draw(bool final) {
+  std::string bar;
+  if (total_ > 0) {
+    double f = std::min(1.0, double(done_) / double(total_));
+    int width = 30, full = int(f * width);
+    bar = "[" + std::string(full, '#') + std::string(width - full, '.') + "] " +
+          fmt::format("{:3.0f}% {}/{}", 100 * f, done_, total_);
+  } else {
+    bar = fmt::format("{}", done_);
+  }
+  std::fprintf(stderr, "\r%s %s %.0f %s/s %s\033[K%s", label_.c_str(), bar.c_str(), rate(), unit_.c_str(),
+               extra_.c_str(), final ? "\n" : "");
+  std::fflush(stderr);
+}
+
+void ProgressBar::finish() {
+  if (finished_) return;
+  finished_ = true;
+  if (enabled_) draw(true);
+}
+
+}  // namespace esft

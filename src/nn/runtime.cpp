@@ -1,0 +1,20 @@
+#include "esft/runtime.h"
+
+#include <ATen/Context.h>
+
+#include "esft/error.h"
+#include "esft/model.h"
+
+namespace esft {
+
+Runtime resolve_runtime(const std::string& device, const std::string& dtype) {
+  Runtime r;
+  bool cuda = at::hasCUDA();
+  r.device = device.empty() ? (cuda ? "cuda" : "cpu") : device;
+  if (r.device.rfind("cuda", 0) == 0 && !cuda) fail("--device {}: no CUDA device is available", r.device);
+  if (r.device != "cpu" && r.device.rfind("cuda", 0) != 0) fail("--device {}: expected cpu, cuda or cuda:N", r.device);
+  r.dtype = dtype.empty() ? (r.device == "cpu" ? at::kFloat : at::kBFloat16) : parse_dtype_flag(dtype);
+  return r;
+}
+
+}  // namespace esft
