@@ -4,7 +4,7 @@
 #   DEVICE=cuda bash scripts/example.sh    runs it on a GPU in bf16 with grouped GEMM
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+[ -n "${ESFT_SKIP_SETUP:-}" ] || bash scripts/setup.sh   # ESFT_SKIP_SETUP=1: already built (GPU machines)
 ESFT=${ESFT_BUILD:-build}/esft
 OUT=${OUT:-example-out}
 DEVICE=${DEVICE:-cpu}

@@ -18,7 +18,29 @@ struct Recorder : RoutingObserver {
   }
 };
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.cpu().to(at::kDouble) - b.cpu().to(at::kDouble)).abs().max().item<double>();
+}
+
+// ESFT_TEST_DEVICE=cuda runs the parity suite on a GPU in bf16 (grouped GEMM path) against the
+// same fp32 reference, with tolerances for bf16 rounding; the default is the exact CPU fp32 check.
+struct Precision {
+  std::string device = "cpu";
+  at::ScalarType dtype = at::kFloat;
+  double logits = 1e-4, weights = 1e-5, loss = 1e-5, grad_rel = 1e-4;
+  bool exact_ids = true;
+};
+Precision precision() {
+  Precision p;
+  const char* dev = std::getenv("ESFT_TEST_DEVICE");
+  if (dev && std::string(dev) != "cpu") {
+    p.device = dev;
+    p.dtype = at::kBFloat16;
+    p.logits = 0.1, p.weights = 0.02, p.loss = 0.02, p.grad_rel = 0.1;
+    p.exact_ids = false;  // near-ties may flip in bf16
+  }
+  return p;
+}
 
 class Qwen3Parity : public ::testing::TestWithParam<std::string> {};
 
@@ -30,7 +52,8 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
   test::run_python("qwen3_reference.py", "--config " + cfg + " --out " + dir.string() + " --experts '" + experts + "'");
   auto ref = load_safetensors(dir / "reference.safetensors");
 
-  auto model = load_model(dir / "model", LoadOptions{"cpu", at::kFloat});
+  const auto P = precision();
+  auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
   ExpertSelection sel;
   for (auto& [layer, ids] : nlohmann::json::parse(experts).items())
     sel.experts[std::stoi(layer)] = ids.get<std::vector<int>>();
@@ -42,17 +65,23 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
   opt.observer = &rec;
   auto out = model->forward(batch, opt);
 
-  EXPECT_LT(max_abs_diff(out.logits, ref["logits"]), 1e-4) << "logits";
+  EXPECT_LT(max_abs_diff(out.logits, ref["logits"]), P.logits) << "logits";
   auto loss = out.loss_sum / double(out.n_loss_tokens);
-  EXPECT_NEAR(loss.item<double>(), ref["loss"].item<double>(), 1e-5);
+  EXPECT_NEAR(loss.item<double>(), ref["loss"].item<double>(), P.loss);
 
   auto moe = model->moe_layers();
   ASSERT_EQ(rec.routes.size(), moe.size());
   for (int layer : moe) {
     auto key = std::to_string(layer);
     ASSERT_TRUE(ref.count("ids." + key)) << "reference has no routing for layer " << layer;
-    EXPECT_TRUE(at::equal(rec.routes[layer].first, ref["ids." + key])) << "top-k ids differ in layer " << layer;
-    EXPECT_LT(max_abs_diff(rec.routes[layer].second, ref["weights." + key]), 1e-5) << "gate weights, layer " << layer;
+    const auto& ids = rec.routes[layer].first;
+    if (P.exact_ids) {
+      EXPECT_TRUE(at::equal(ids, ref["ids." + key])) << "top-k ids differ in layer " << layer;
+      EXPECT_LT(max_abs_diff(rec.routes[layer].second, ref["weights." + key]), P.weights) << "gate weights, layer " << layer;
+    } else {
+      double agree = (ids == ref["ids." + key]).to(at::kFloat).mean().item<double>();
+      EXPECT_GT(agree, 0.9) << "top-k ids agree on only " << agree << " of slots in layer " << layer;
+    }
   }
 
   // Gradients: only the selected experts are trainable; compare with HF autograd.
@@ -60,7 +89,7 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
   auto grads = std::map<std::string, at::Tensor>();
   for (auto& t : model->trainable_tensors()) {
     ASSERT_TRUE(t.tensor.grad().defined()) << t.name;
-    grads[t.name] = t.tensor.grad();
+    grads[t.name] = t.tensor.grad().cpu();
   }
   for (auto& [layer, ids] : sel.experts) {
     auto prefix = "model.layers." + std::to_string(layer) + ".mlp.experts";
@@ -74,7 +103,7 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
           {dn[slot], ref[p + "down_proj"]}};
       for (auto& [ours, theirs] : pairs) {
         double rel = max_abs_diff(ours, theirs) / std::max(theirs.abs().max().item<double>(), 1e-12);
-        EXPECT_LT(rel, 1e-4) << p;
+        EXPECT_LT(rel, P.grad_rel) << p;
         EXPECT_GT(theirs.abs().max().item<double>(), 0) << p << " reference gradient is zero: expert unused";
       }
     }
@@ -82,8 +111,8 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
 
   // Router aux loss (output_router_logits=True in HF).
   auto out2 = model->forward(batch, ForwardOptions{false, nullptr, true});
-  EXPECT_NEAR(out2.aux_loss.item<double>(), ref["aux_loss"].item<double>(), 1e-5);
-  EXPECT_NEAR((out2.loss_sum / double(out2.n_loss_tokens)).item<double>(), ref["loss_with_aux"].item<double>(), 1e-5);
+  EXPECT_NEAR(out2.aux_loss.item<double>(), ref["aux_loss"].item<double>(), P.loss);
+  EXPECT_NEAR((out2.loss_sum / double(out2.n_loss_tokens)).item<double>(), ref["loss_with_aux"].item<double>(), P.loss);
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, Qwen3Parity, ::testing::Values("base", "tied", "mha"));
