@@ -23,6 +23,11 @@ struct Registrar {
   }
 };
 
+// SageMaker: `esft train` with no flags inside a training container (hyperparameters.json
+// present) takes its flags from SageMaker's files and channels; see src/cli/sagemaker.cpp.
+bool sagemaker_mode();
+int sagemaker_train();
+
 #define ESFT_SUBCOMMAND(name, summary, fn) \
   static ::esft::cli::Registrar esft_subcommand_registrar_##fn(name, summary, fn)
 

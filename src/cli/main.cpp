@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     std::string prog = std::string("esft ") + argv[1];
     argv[1] = prog.data();
     try {
+      if (argc == 2 && c.name == "train" && esft::cli::sagemaker_mode()) return esft::cli::sagemaker_train();
       return c.fn(argc - 1, argv + 1);
     } catch (const esft::Error& e) {
       std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
