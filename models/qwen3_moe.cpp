@@ -168,7 +168,7 @@ void Qwen3Moe::load(const Checkpoint& ckpt) {
     } else {  // per-expert layout, stacked straight into device banks
       gate_up = at::empty({E, 2 * I, H}, at::TensorOptions().dtype(dtype_).device(dev_));
       down = at::empty({E, H, I}, at::TensorOptions().dtype(dtype_).device(dev_));
-      orig = ckpt.info(fmt::format("{}.0.gate_proj.weight", ep)).dtype == DType::BF16 ? at::kBFloat16 : at::kFloat;
+      orig = at::kFloat;
       for (int64_t e = 0; e < E; ++e) {
         auto q = fmt::format("{}.{}.", ep, e);
         auto g = take(q + "gate_proj.weight", {I, H});
