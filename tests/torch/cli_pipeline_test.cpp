@@ -90,7 +90,8 @@ TEST(CliPipeline, BadInputsGiveClearErrors) {
   // An unknown flag is refused.
   EXPECT_NE(test::run(bin + " select --scores x --output y --no-such-flag 2> " + log.string()), 0);
   // A missing model directory names it.
-  EXPECT_NE(test::run(bin + " score --model " + (out / "nope").string() + " --data " + (out / "bad.jsonl").string() +
+  write_file_atomic(out / "good.jsonl", "{\"input_ids\": [1, 2, 3]}\n");
+  EXPECT_NE(test::run(bin + " score --model " + (out / "nope").string() + " --data " + (out / "good.jsonl").string() +
                       " --output " + (out / "s2").string() + " 2> " + log.string()),
             0);
   EXPECT_NE(read_file(log).find("nope"), std::string::npos);
