@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# On a CUDA machine with torch 2.11.0+cu130 in the system Python: build against that torch,
+# run the Qwen3-MoE parity suite on the GPU in bf16 (grouped GEMM path) and the example
+# pipeline in bf16. Logs go to $OUT (if set) as well as stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+LOG=${OUT:-/tmp}/gpu_check.log
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOG"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+  -DESFT_PYTHON="$(command -v $PY)" 2>&1 | grep -v -i -E "kineto|CMAKE_CUDA_ARCH" | tail -3
+cmake --build build -j"$(nproc)" --target esft esft_torch_tests 2>&1 | tail -3
+ESFT_TEST_DEVICE=cuda ./build/esft_torch_tests --gtest_filter='Configs/Qwen3Parity.*' 2>&1 | tee -a "$LOG" | tail -25
+DEVICE=cuda ESFT_SKIP_SETUP=1 OUT=/tmp/example-out bash scripts/example.sh 2>&1 | tee -a "$LOG" | tail -40
