@@ -40,9 +40,11 @@ class RoutingStats {
 
 // Reads a scores directory: either expert_weights_{L}.txt files directly inside it, or inside
 // rank_*/ subfolders (esft score output, official multi-rank logs). top_k is inferred from the
-// line shape if 0 (ids count == weights count; K must divide it - pass it to be sure).
+// data if 0 (DIR/score_config.json written by esft score, else the largest group size that
+// divides every line and never repeats an expert within a token).
 // Fails naming the file and line on malformed input.
-nlohmann::json summarize_routing_logs(const fs::path& dir, int top_k = 0);
+// n_experts 0: from DIR/score_config.json if present, else the largest id seen + 1.
+nlohmann::json summarize_routing_logs(const fs::path& dir, int top_k = 0, int n_experts = 0);
 
 struct SelectOptions {
   std::string score_function = "token";  // "token" or "gate"
@@ -54,7 +56,8 @@ struct SelectOptions {
 // {"experts": {"<L>": [ids in descending score order]}, "shared_experts": b, "non_expert_modules": b}
 nlohmann::json select_experts(const nlohmann::json& summary, const SelectOptions& opt);
 
-// Writes JSON with the reference's formatting conventions (indent 2? see implementation).
+// JSON text laid out as the reference's Python json.dumps writes it (one line, ", " and ": ",
+// layer keys in string order, expert keys in numeric order).
 std::string dump_json(const nlohmann::json& j);
 
 }  // namespace esft

@@ -1,0 +1,80 @@
+// esft select: routing statistics -> expert_config.json (per layer, the experts that together
+// hold top_p of the token or gate score), exactly as the ESFT reference selects them.
+#include <cxxopts.hpp>
+
+#include "esft/cli.h"
+#include "esft/error.h"
+#include "esft/log.h"
+#include "esft/routing_stats.h"
+
+namespace esft {
+namespace {
+
+bool has_logs(const fs::path& dir) {
+  auto is_log = [](const fs::path& p) { return p.filename().string().rfind("expert_weights_", 0) == 0; };
+  for (auto& e : fs::directory_iterator(dir)) {
+    if (e.is_regular_file() && is_log(e.path())) return true;
+    if (e.is_directory() && e.path().filename().string().rfind("rank_", 0) == 0)
+      for (auto& f : fs::directory_iterator(e.path()))
+        if (is_log(f.path())) return true;
+  }
+  return false;
+}
+
+int cmd_select(int argc, char** argv) {
+  cxxopts::Options o(argv[0], "Select the experts to train from routing statistics; writes expert_config.json.");
+  // clang-format off
+  o.add_options()
+    ("scores", "`esft score` output, or a folder of official expert_weights_{L}.txt logs (also rank_*/ subfolders)", cxxopts::value<std::string>())
+    ("output", "expert_config.json to write", cxxopts::value<std::string>())
+    ("score-function", "token (share of routed slots) or gate (mean gate weight)", cxxopts::value<std::string>()->default_value("token"))
+    ("top-p", "per layer, take experts by descending score until their scores sum to at least P (default 0.2 for token, 0.1 for gate, as in the paper)", cxxopts::value<double>())
+    ("train-shared-experts", "also train the shared experts (families that have them)")
+    ("train-non-expert-modules", "also train attention, norms, embeddings, lm_head and routers")
+    ("top-k", "experts per token, if the logs cannot tell (default: from score_config.json or inferred)", cxxopts::value<int>()->default_value("0"))
+    ("n-experts", "routed experts per layer (default: from score_config.json or the largest id seen + 1)", cxxopts::value<int>()->default_value("0"))
+    ("summary-output", "also write the computed summary.json here", cxxopts::value<std::string>())
+    ("h,help", "show this help");
+  // clang-format on
+  auto a = o.parse(argc, argv);
+  if (a.count("help")) {
+    std::printf("%s\n", o.help().c_str());
+    return 0;
+  }
+  for (auto req : {"scores", "output"})
+    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  fs::path dir = a["scores"].as<std::string>();
+  if (!fs::is_directory(dir)) fail("--scores {}: not a directory", dir.string());
+
+  SelectOptions opt;
+  opt.score_function = a["score-function"].as<std::string>();
+  if (opt.score_function != "token" && opt.score_function != "gate")
+    fail("--score-function must be token or gate, not \"{}\"", opt.score_function);
+  opt.top_p = a.count("top-p") ? a["top-p"].as<double>() : (opt.score_function == "token" ? 0.2 : 0.1);
+  opt.train_shared_experts = a.count("train-shared-experts") > 0;
+  opt.train_non_expert_modules = a.count("train-non-expert-modules") > 0;
+
+  nlohmann::json summary;
+  if (has_logs(dir)) {
+    summary = summarize_routing_logs(dir, a["top-k"].as<int>(), a["n-experts"].as<int>());
+  } else if (fs::exists(dir / "summary.json")) {
+    summary = nlohmann::json::parse(read_file(dir / "summary.json"));
+  } else {
+    fail("{}: neither expert_weights_{{L}}.txt logs nor a summary.json", dir.string());
+  }
+  if (a.count("summary-output")) write_file_atomic(a["summary-output"].as<std::string>(), dump_json(summary));
+  auto cfg = select_experts(summary, opt);
+  fs::path out = a["output"].as<std::string>();
+  write_file_atomic(out, dump_json(cfg));
+
+  size_t total = 0;
+  std::string per_layer;
+  for (auto& [layer, ids] : cfg["experts"].items()) total += ids.size(), per_layer += fmt::format(" {}:{}", layer, ids.size());
+  log_info(fmt::format("{} score, top_p {}: {} experts over {} layers (layer:count{}); wrote {}", opt.score_function,
+                       opt.top_p, total, cfg["experts"].size(), per_layer, out.string()));
+  return 0;
+}
+
+}  // namespace
+ESFT_SUBCOMMAND("select", "choose the experts to train from routing statistics", cmd_select);
+}  // namespace esft
