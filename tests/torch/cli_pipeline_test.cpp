@@ -61,7 +61,10 @@ TEST(CliPipeline, ScoreSelectTrain) {
   auto cfg = nlohmann::json::parse(read_file(cfg_path));
   ASSERT_EQ(cfg["experts"].size(), 3u);
   size_t n_selected = 0;
-  for (auto& [layer, ids] : cfg["experts"].items()) n_selected += ids.size(), EXPECT_FALSE(ids.empty());
+  for (auto& [layer, ids] : cfg["experts"].items()) {
+    n_selected += ids.size();
+    EXPECT_FALSE(ids.empty());
+  }
 
   ASSERT_EQ(test::run(bin + " train" + common + " --expert-config " + cfg_path.string() + " --output " +
                       (out / "train").string() + " --max-steps 3 --micro-batch-size 2 --global-batch-size 4 --max-length 128 --learning-rate 1e-3"),

@@ -47,7 +47,9 @@ class Qwen3Parity : public ::testing::TestWithParam<std::string> {};
 TEST_P(Qwen3Parity, MatchesTransformers) {
   const std::string cfg = GetParam();
   // Gradients for experts of the first MoE layer and of a later one.
-  const std::string experts = cfg == "tied" ? R"({"1": [0, 3], "3": [5]})" : R"({"0": [1, 5], "2": [3]})";
+  const std::string experts = cfg == "tied"  ? R"({"1": [0, 3], "3": [5]})"
+                              : cfg == "mha" ? R"({"0": [1, 5], "1": [3]})"
+                                             : R"({"0": [1, 5], "2": [3]})";
   auto dir = test::temp_dir("qwen3-" + cfg);
   test::run_python("qwen3_reference.py", "--config " + cfg + " --out " + dir.string() + " --experts '" + experts + "'");
   auto ref = load_safetensors(dir / "reference.safetensors");
@@ -55,7 +57,8 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
   const auto P = precision();
   auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
   ExpertSelection sel;
-  for (auto& [layer, ids] : nlohmann::json::parse(experts).items())
+  const auto experts_json = nlohmann::json::parse(experts);
+  for (auto& [layer, ids] : experts_json.items())
     sel.experts[std::stoi(layer)] = ids.get<std::vector<int>>();
   model->configure_training(sel);
 
