@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <regex>
+#include <set>
 
 #include "esft/error.h"
 
@@ -91,7 +93,11 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : map_(path) {
     uint64_t b = v["data_offsets"][0].get<uint64_t>(), e = v["data_offsets"][1].get<uint64_t>();
     if (b > e) bad(fmt::format("data_offsets [{}, {}] end before they begin", b, e));
     if (e > data_size) bad(fmt::format("data_offsets [{}, {}] run past the data section ({} bytes; truncated file?)", b, e, data_size));
-    uint64_t expect = uint64_t(t.numel()) * dtype_size(t.dtype);
+    // Overflow-safe numel*dtype_size: absurd shapes must fail as a size mismatch, not wrap.
+    uint64_t expect = dtype_size(t.dtype);
+    bool overflow = false;
+    for (auto d : t.shape) overflow |= __builtin_mul_overflow(expect, uint64_t(d), &expect);
+    if (overflow) bad(fmt::format("shape [{}] is too large", fmt::join(t.shape, ", ")));
     if (e - b != expect)
       bad(fmt::format("holds {} bytes but shape [{}] of {} needs {}", e - b, fmt::join(t.shape, ", "), dtype_name(t.dtype), expect));
     t.offset = b;
@@ -231,15 +237,29 @@ void write_safetensors(const fs::path& path, const std::vector<TensorToWrite>& t
 
 void write_checkpoint_tensors(const fs::path& dir, const std::vector<TensorToWrite>& tensors, size_t max_shard_bytes) {
   fs::create_directories(dir);
-  // Remove weights of a previous save in either layout so the directory holds one consistent set.
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".safetensors" || e.path().filename() == "model.safetensors.index.json")
-      fs::remove(e.path(), ec);
+  // Files of a previous save in either layout are removed so the directory holds one consistent
+  // set, in an order that leaves a loadable checkpoint (old or new) at every instant: the file
+  // Checkpoint prefers (index, then model.safetensors) appears last / disappears first.
+  static const std::regex shard_re(R"(model-\d{5}-of-\d{5}\.safetensors)");
+  auto remove_old_shards = [&](const std::set<std::string>& keep) {
+    std::vector<fs::path> stale;
+    for (auto& e : fs::directory_iterator(dir)) {
+      auto fn = e.path().filename().string();
+      if (std::regex_match(fn, shard_re) && !keep.count(fn)) stale.push_back(e.path());
+    }
+    for (auto& p : stale) fs::remove(p);
+  };
   size_t total = 0;
   for (auto& t : tensors) total += nbytes_of(t);
-  if (total <= max_shard_bytes) return write_safetensors(dir / "model.safetensors", tensors);
+  if (total <= max_shard_bytes) {
+    fs::remove(dir / "model.safetensors.index.json");
+    write_safetensors(dir / "model.safetensors", tensors);
+    remove_old_shards({});
+    return;
+  }
 
+  // Greedy in the given order, like transformers' shard_checkpoint: a tensor larger than the
+  // limit gets a shard of its own.
   std::vector<std::vector<TensorToWrite>> shards(1);
   size_t cur = 0;
   for (auto& t : tensors) {
@@ -251,13 +271,17 @@ void write_checkpoint_tensors(const fs::path& dir, const std::vector<TensorToWri
   nlohmann::ordered_json index;
   index["metadata"] = {{"total_size", total}};
   nlohmann::ordered_json wm = nlohmann::ordered_json::object();
+  std::set<std::string> names;
   for (size_t i = 0; i < shards.size(); ++i) {
     auto name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
     write_safetensors(dir / name, shards[i]);
+    names.insert(name);
     for (auto& t : shards[i]) wm[t.name] = name;
   }
   index["weight_map"] = wm;
   write_file_atomic(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+  fs::remove(dir / "model.safetensors");
+  remove_old_shards(names);
 }
 
 }  // namespace esft
