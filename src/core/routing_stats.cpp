@@ -81,6 +81,7 @@ RoutingStats::RoutingStats(int n_experts, int top_k, fs::path log_dir) : impl_(n
 RoutingStats::~RoutingStats() = default;
 
 void RoutingStats::add(int layer, const int64_t* ids, const float* weights, int64_t n_tokens) {
+  if (n_tokens <= 0) return;  // the reference never logs an empty forward; an empty line would not parse
   auto& c = impl_->layers[layer];
   if (c.count.empty()) c.count.assign(impl_->n_experts, 0), c.gate.assign(impl_->n_experts, 0.0);
   const int64_t n = n_tokens * impl_->top_k;
@@ -122,10 +123,11 @@ struct ParsedLog {
   fs::path path;
   std::vector<std::vector<int64_t>> ids;
   std::vector<std::vector<double>> weights;
+  std::vector<int> lineno;  // of each entry of ids/weights, for errors found after parsing
 };
 
 ParsedLog parse_log(const fs::path& path, int layer) {
-  ParsedLog p{layer, path, {}, {}};
+  ParsedLog p{layer, path, {}, {}, {}};
   std::ifstream in(path);
   if (!in) fail("cannot open {}", path.string());
   std::string line;
@@ -149,7 +151,8 @@ ParsedLog parse_log(const fs::path& path, int layer) {
     split(0, sep, [&](const std::string& s) {
       char* end;
       long long v = std::strtoll(s.c_str(), &end, 10);
-      if (*end || v < 0) bad("expert id \"" + s + "\" is not a non-negative integer");
+      // The bound keeps a garbage id from sizing the per-expert tables (no MoE has 2^20 experts).
+      if (*end || v < 0 || v >= (1 << 20)) bad("expert id \"" + s + "\" is not an integer in [0, 2^20)");
       ids.push_back(v);
     });
     split(sep + 2, line.size(), [&](const std::string& s) {
@@ -161,6 +164,7 @@ ParsedLog parse_log(const fs::path& path, int layer) {
     if (ids.size() != ws.size()) bad(fmt::format("{} expert ids but {} gate weights", ids.size(), ws.size()));
     p.ids.push_back(std::move(ids));
     p.weights.push_back(std::move(ws));
+    p.lineno.push_back(lineno);
   }
   return p;
 }
@@ -201,14 +205,23 @@ nlohmann::json summarize_routing_logs(const fs::path& dir, int top_k, int n_expe
       if (e.is_regular_file() && std::regex_match(fn, m, name_re)) logs.push_back(parse_log(e.path(), std::stoi(m[1])));
     }
   if (logs.empty()) fail("{}: no expert_weights_{{L}}.txt routing logs here or in rank_*/ folders", dir.string());
+  // esft score records K and E beside the logs; official logs leave them to inference.
+  nlohmann::json meta = nlohmann::json::object();
+  if (auto mp = dir / "score_config.json"; fs::exists(mp)) {
+    try {
+      meta = nlohmann::json::parse(read_file(mp));
+      if (!meta.is_object()) fail("{}: not a JSON object", mp.string());
+      (void)meta.value("top_k", 0), (void)meta.value("n_routed_experts", 0);  // type errors surface here
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: {}", mp.string(), e.what());
+    }
+  }
   if (top_k <= 0) {
-    auto meta = dir / "score_config.json";
-    if (fs::exists(meta)) top_k = nlohmann::json::parse(read_file(meta)).value("top_k", 0);
+    top_k = meta.value("top_k", 0);
     if (top_k <= 0) top_k = infer_top_k(logs);
   }
   if (n_experts <= 0) {
-    auto meta = dir / "score_config.json";
-    if (fs::exists(meta)) n_experts = nlohmann::json::parse(read_file(meta)).value("n_routed_experts", 0);
+    n_experts = meta.value("n_routed_experts", 0);
     if (n_experts <= 0)
       for (auto& l : logs)
         for (auto& ids : l.ids)
@@ -220,9 +233,10 @@ nlohmann::json summarize_routing_logs(const fs::path& dir, int top_k, int n_expe
     if (c.count.empty()) c.count.assign(n_experts, 0), c.gate.assign(n_experts, 0.0);
     for (size_t s = 0; s < l.ids.size(); ++s) {
       if (l.ids[s].size() % top_k)
-        fail("{}: a line has {} expert ids, not a multiple of top-k {}", l.path.string(), l.ids[s].size(), top_k);
+        fail("{}:{}: {} expert ids, not a multiple of top-k {}", l.path.string(), l.lineno[s], l.ids[s].size(), top_k);
       for (size_t i = 0; i < l.ids[s].size(); ++i) {
-        if (l.ids[s][i] >= n_experts) fail("{}: expert id {} >= number of experts {}", l.path.string(), l.ids[s][i], n_experts);
+        if (l.ids[s][i] >= n_experts)
+          fail("{}:{}: expert id {} >= number of experts {}", l.path.string(), l.lineno[s], l.ids[s][i], n_experts);
         c.count[l.ids[s][i]]++;
         c.gate[l.ids[s][i]] += l.weights[s][i];
       }
@@ -298,7 +312,6 @@ nlohmann::ordered_json numeric_order(const nlohmann::json& j) {
   for (auto& [n, k] : keys) o[k] = j[k];
   return o;
 }
-void dump_py(const nlohmann::ordered_json& j, std::string& out) { dump_py(nlohmann::json::parse(j.dump()), out); }
 }  // namespace
 
 std::string dump_json(const nlohmann::json& j) {
