@@ -70,7 +70,7 @@ struct Qwen3MoeConfig {
 };
 
 bool no_decay(const std::string& name) {
-  return name.find("norm") != std::string::npos || name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  return name.find("norm") != std::string::npos || (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
 }
 
 class Qwen3Moe final : public MoeModel {

@@ -23,11 +23,14 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--experts", required=True, help="JSON {layer: [expert ids]} whose gradients to dump")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="run the reference here (the checkpoint is always fp32)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     a = ap.parse_args()
     torch.manual_seed(1234)
     model = build(a.config, a.seed)
     model.save_pretrained(os.path.join(a.out, "model"))
     cfg = model.config
+    model.to(a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
 
     B, S = 2, 11
     g = torch.Generator().manual_seed(7)
@@ -45,6 +48,7 @@ def main():
                 routes[i] = (idx.detach().clone(), scores.detach().float().clone())
             hooks.append(layer.mlp.gate.register_forward_hook(hook))
 
+    input_ids, labels = input_ids.to(a.device), labels.to(a.device)
     out = model(input_ids=input_ids, labels=labels)
     out.loss.backward()
     ref = {"input_ids": input_ids, "labels": labels, "logits": out.logits.detach().float(),
@@ -66,7 +70,8 @@ def main():
     out2 = model(input_ids=input_ids, labels=labels, output_router_logits=True)
     ref["loss_with_aux"] = out2.loss.detach().reshape(1)
     ref["aux_loss"] = out2.aux_loss.detach().reshape(1)
-    save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(a.out, "reference.safetensors"))
+    ref = {k: (v.float() if v.is_floating_point() else v).cpu().contiguous() for k, v in ref.items()}
+    save_file(ref, os.path.join(a.out, "reference.safetensors"))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.cpu().to(at::kDouble) - b.cpu().to(at::kDouble)).abs().max().item<double>();
 }
 
-// ESFT_TEST_DEVICE=cuda runs the parity suite on a GPU in bf16 (grouped GEMM path) against the
-// same fp32 reference, with tolerances for bf16 rounding; the default is the exact CPU fp32 check.
+// ESFT_TEST_DEVICE=cuda runs the parity suite on a GPU in bf16 (grouped GEMM path) against
+// transformers run in bf16 on the same GPU, with tolerances for bf16 rounding; the default is
+// the exact CPU fp32 check.
 struct Precision {
   std::string device = "cpu";
   at::ScalarType dtype = at::kFloat;
@@ -36,7 +37,7 @@ Precision precision() {
   if (dev && std::string(dev) != "cpu") {
     p.device = dev;
     p.dtype = at::kBFloat16;
-    p.logits = 0.1, p.weights = 0.02, p.loss = 0.02, p.grad_rel = 0.1;
+    p.logits = 0.1, p.weights = 0.02, p.loss = 0.02, p.grad_rel = 0.05;
     p.exact_ids = false;  // near-ties may flip in bf16
   }
   return p;
@@ -51,10 +52,11 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
                               : cfg == "mha" ? R"({"0": [1, 5], "1": [3]})"
                                              : R"({"0": [1, 5], "2": [3]})";
   auto dir = test::temp_dir("qwen3-" + cfg);
-  test::run_python("qwen3_reference.py", "--config " + cfg + " --out " + dir.string() + " --experts '" + experts + "'");
+  const auto P = precision();
+  test::run_python("qwen3_reference.py", "--config " + cfg + " --out " + dir.string() + " --experts '" + experts +
+                                             "' --device " + P.device + (P.dtype == at::kFloat ? "" : " --dtype bf16"));
   auto ref = load_safetensors(dir / "reference.safetensors");
 
-  const auto P = precision();
   auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
   ExpertSelection sel;
   const auto experts_json = nlohmann::json::parse(experts);
@@ -83,7 +85,7 @@ TEST_P(Qwen3Parity, MatchesTransformers) {
       EXPECT_LT(max_abs_diff(rec.routes[layer].second, ref["weights." + key]), P.weights) << "gate weights, layer " << layer;
     } else {
       double agree = (ids == ref["ids." + key]).to(at::kFloat).mean().item<double>();
-      EXPECT_GT(agree, 0.9) << "top-k ids agree on only " << agree << " of slots in layer " << layer;
+      EXPECT_GT(agree, 0.95) << "top-k ids agree on only " << agree << " of slots in layer " << layer;
     }
   }
 
