@@ -2,6 +2,9 @@
 // hold top_p of the token or gate score), exactly as the ESFT reference selects them.
 #include <cxxopts.hpp>
 
+#include <cstdlib>
+#include <map>
+
 #include "esft/cli.h"
 #include "esft/error.h"
 #include "esft/log.h"
@@ -31,8 +34,8 @@ int cmd_select(int argc, char** argv) {
     ("top-p", "per layer, take experts by descending score until their scores sum to at least P (default 0.2 for token, 0.1 for gate, as in the paper)", cxxopts::value<double>())
     ("train-shared-experts", "also train the shared experts (families that have them)")
     ("train-non-expert-modules", "also train attention, norms, embeddings, lm_head and routers")
-    ("top-k", "experts per token, if the logs cannot tell (default: from score_config.json or inferred)", cxxopts::value<int>()->default_value("0"))
-    ("n-experts", "routed experts per layer (default: from score_config.json or the largest id seen + 1)", cxxopts::value<int>()->default_value("0"))
+    ("top-k", "experts per token (default: from score_config.json beside the logs, else inferred from them)", cxxopts::value<int>())
+    ("n-experts", "routed experts per layer (default: from score_config.json, else the largest id seen + 1)", cxxopts::value<int>())
     ("summary-output", "also write the computed summary.json here", cxxopts::value<std::string>())
     ("h,help", "show this help");
   // clang-format on
@@ -54,11 +57,22 @@ int cmd_select(int argc, char** argv) {
   opt.train_shared_experts = a.count("train-shared-experts") > 0;
   opt.train_non_expert_modules = a.count("train-non-expert-modules") > 0;
 
+  if (opt.top_p <= 0 || opt.top_p > 1)
+    log_warn(fmt::format("--top-p {} selects {}", opt.top_p, opt.top_p <= 0 ? "no expert in any layer" : "every expert of every layer"));
+  const int top_k = a.count("top-k") ? a["top-k"].as<int>() : 0;            // 0: infer
+  const int n_experts = a.count("n-experts") ? a["n-experts"].as<int>() : 0;  // 0: infer
+  if (top_k < 0 || n_experts < 0) fail("--top-k and --n-experts must be positive");
+
+  // Logs when present (exact recomputation, K and E checked), else the summary they produced.
   nlohmann::json summary;
   if (has_logs(dir)) {
-    summary = summarize_routing_logs(dir, a["top-k"].as<int>(), a["n-experts"].as<int>());
+    summary = summarize_routing_logs(dir, top_k, n_experts);
   } else if (fs::exists(dir / "summary.json")) {
-    summary = nlohmann::json::parse(read_file(dir / "summary.json"));
+    try {
+      summary = nlohmann::json::parse(read_file(dir / "summary.json"));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", (dir / "summary.json").string(), e.what());
+    }
   } else {
     fail("{}: neither expert_weights_{{L}}.txt logs nor a summary.json", dir.string());
   }
@@ -67,11 +81,14 @@ int cmd_select(int argc, char** argv) {
   fs::path out = a["output"].as<std::string>();
   write_file_atomic(out, dump_json(cfg));
 
+  // Per-layer counts in numeric layer order (the JSON keeps the reference's string order).
+  std::map<long, size_t> counts;
   size_t total = 0;
+  for (auto& [layer, ids] : cfg["experts"].items()) counts[std::strtol(layer.c_str(), nullptr, 10)] = ids.size();
   std::string per_layer;
-  for (auto& [layer, ids] : cfg["experts"].items()) total += ids.size(), per_layer += fmt::format(" {}:{}", layer, ids.size());
+  for (auto& [layer, n] : counts) total += n, per_layer += fmt::format(" {}:{}", layer, n);
   log_info(fmt::format("{} score, top_p {}: {} experts over {} layers (layer:count{}); wrote {}", opt.score_function,
-                       opt.top_p, total, cfg["experts"].size(), per_layer, out.string()));
+                       opt.top_p, total, counts.size(), per_layer, out.string()));
   return 0;
 }
 
