@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <regex>
 
 #include "esft/cli.h"
 #include "esft/error.h"
@@ -14,7 +15,9 @@ namespace esft {
 namespace {
 
 bool has_logs(const fs::path& dir) {
-  auto is_log = [](const fs::path& p) { return p.filename().string().rfind("expert_weights_", 0) == 0; };
+  // Same names summarize_routing_logs reads (not the .tmp.<pid> leftovers of an interrupted run).
+  static const std::regex log_re(R"(expert_weights_\d+\.txt)");
+  auto is_log = [](const fs::path& p) { return std::regex_match(p.filename().string(), log_re); };
   for (auto& e : fs::directory_iterator(dir)) {
     if (e.is_regular_file() && is_log(e.path())) return true;
     if (e.is_directory() && e.path().filename().string().rfind("rank_", 0) == 0)
