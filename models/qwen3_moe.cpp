@@ -94,6 +94,11 @@ class Qwen3Moe final : public MoeModel {
   int n_routed_experts() const override { return int(c_.n_experts); }
   int top_k() const override { return int(c_.top_k); }
   const at::Device& device() const override { return dev_; }
+  int64_t active_parameters() const override {
+    int64_t n = 0;
+    for (auto& t : w_.export_tensors(false)) n += t.tensor.numel();
+    return n + int64_t(experts_.size()) * c_.top_k * 3 * c_.moe_inter * c_.hidden;
+  }
 
   ForwardOutput forward(const Batch& batch, const ForwardOptions& opt) override;
   void configure_training(const ExpertSelection& sel) override;

@@ -64,6 +64,23 @@ def main():
         json.dump({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
                    "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512}, f, indent=2)
 
+    # Pre-tokenized copies in the ESFT reference format ([BOS] "User: {q}\n\nAssistant:" masked,
+    # " {a}" + EOS trained), for pipelines that run without the text front end.
+    for name, recs in (("tiny-intent-train.tokens.jsonl", train), ("tiny-intent-eval.tokens.jsonl", evals)):
+        with open(os.path.join(ROOT, name), "w") as f:
+            for r in recs:
+                ids, labels = [0], [-100]
+                for m in r["messages"]:
+                    if m["role"] == "user":
+                        t = tok.encode("User: " + m["content"].strip() + "\n\nAssistant:", add_special_tokens=False).ids
+                        ids += t
+                        labels += [-100] * len(t)
+                    else:
+                        t = tok.encode(" " + m["content"].strip(), add_special_tokens=False).ids + [1]
+                        ids += t
+                        labels += t
+                f.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+
     torch.manual_seed(0)
     cfg = Qwen3MoeConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
                          moe_intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,

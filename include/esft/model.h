@@ -83,6 +83,9 @@ class MoeModel {
   virtual int n_routed_experts() const = 0;
   virtual int top_k() const = 0;
   virtual const at::Device& device() const = 0;
+  // Weights one token passes through (non-expert weights plus top_k routed experts per MoE
+  // layer), for MFU: training costs about 6 * active_parameters FLOPs per token.
+  virtual int64_t active_parameters() const = 0;
 
   virtual ForwardOutput forward(const Batch& batch, const ForwardOptions& opt) = 0;
 

@@ -1,0 +1,37 @@
+// The ESFT training loop: only the selected experts (and optionally shared experts and
+// non-expert modules) train; outputs an adapter and optionally a full HF checkpoint.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "esft/fs.h"
+#include "esft/optim.h"
+
+namespace esft {
+
+struct TrainOptions {
+  fs::path model, data, expert_config, output, eval_data, resume;
+  std::string device, dtype, chat_format = "auto";
+  bool skip_bad_lines = false;
+  // optimisation
+  double lr = 1e-5, min_lr = 0, warmup_ratio = 0, max_grad_norm = 1.0;
+  AdamWOptions adamw;
+  std::string lr_scheduler = "constant";
+  int64_t micro_batch = 1, global_batch = 0;  // 0 = micro_batch
+  int64_t max_length = 4096, epochs = 1, max_steps = 0;
+  std::string packing = "document", truncation = "right";
+  uint64_t seed = 5934875;
+  bool router_aux_loss = false;
+  // bookkeeping
+  int64_t eval_steps = 0, save_steps = 0, save_total_limit = 2, log_steps = 1;
+  bool save_full = false;
+};
+
+void run_training(const TrainOptions& opt);
+
+// Writes a complete HF checkpoint of `model` to dir (config.json and tokenizer files copied
+// from model_dir), atomically.
+class MoeModel;
+void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir);
+
+}  // namespace esft

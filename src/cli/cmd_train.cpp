@@ -1,0 +1,104 @@
+// esft train: fine-tune only the selected experts (ESFT).
+#include <cxxopts.hpp>
+
+#include "esft/cli.h"
+#include "esft/error.h"
+#include "esft/train.h"
+
+namespace esft {
+namespace {
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options o(argv[0], "Expert-specialized fine-tuning: train only the experts in --expert-config (plus shared "
+                              "experts / non-expert modules when it says so); everything else stays frozen.\n"
+                              "Writes OUT/adapter/{model.safetensors,expert_config.json}, OUT/full/ with --save-full, "
+                              "OUT/checkpoints/step-N/, OUT/metrics.jsonl.");
+  TrainOptions d;  // defaults
+  // clang-format off
+  o.add_options("Data and model")
+    ("model", "HF checkpoint directory", cxxopts::value<std::string>())
+    ("data", "training data, jsonl", cxxopts::value<std::string>())
+    ("expert-config", "expert_config.json from `esft select`", cxxopts::value<std::string>())
+    ("output", "output directory", cxxopts::value<std::string>())
+    ("eval-dataset", "jsonl evaluated every --eval-steps and at the end", cxxopts::value<std::string>())
+    ("chat-format", "chat format for conversation records", cxxopts::value<std::string>()->default_value(d.chat_format))
+    ("skip-bad-lines", "skip malformed jsonl lines (counted) instead of stopping")
+    ("max-length", "tokens per row", cxxopts::value<int64_t>()->default_value(std::to_string(d.max_length)))
+    ("packing", "none (one sample per row), causal (concatenate, attend across samples, as the ESFT reference) or "
+                "document (concatenate, attention and positions reset per sample)", cxxopts::value<std::string>()->default_value(d.packing))
+    ("truncation", "over-long samples keep their head (right) or tail (left)", cxxopts::value<std::string>()->default_value(d.truncation));
+  o.add_options("Optimisation")
+    ("learning-rate", "peak learning rate (the ESFT paper uses 1e-5)", cxxopts::value<double>()->default_value("1e-5"))
+    ("lr-scheduler", "constant, cosine or linear (HF semantics)", cxxopts::value<std::string>()->default_value(d.lr_scheduler))
+    ("warmup-ratio", "fraction of steps with linear warmup from 0", cxxopts::value<double>()->default_value("0"))
+    ("min-lr", "floor of the cosine/linear decay", cxxopts::value<double>()->default_value("0"))
+    ("adam-beta1", "AdamW beta1", cxxopts::value<double>()->default_value("0.9"))
+    ("adam-beta2", "AdamW beta2", cxxopts::value<double>()->default_value("0.95"))
+    ("adam-eps", "AdamW epsilon", cxxopts::value<double>()->default_value("1e-8"))
+    ("weight-decay", "decoupled weight decay (not applied to norms and biases)", cxxopts::value<double>()->default_value("0.1"))
+    ("max-grad-norm", "clip the global gradient norm to this; 0 disables", cxxopts::value<double>()->default_value("1.0"))
+    ("micro-batch-size", "rows per forward/backward", cxxopts::value<int64_t>()->default_value("1"))
+    ("global-batch-size", "rows per optimizer step (gradient accumulation); default = micro batch", cxxopts::value<int64_t>()->default_value("0"))
+    ("epochs", "passes over the data", cxxopts::value<int64_t>()->default_value("1"))
+    ("max-steps", "optimizer steps; overrides --epochs when > 0", cxxopts::value<int64_t>()->default_value("0"))
+    ("seed", "data-order seed (epoch e shuffles with seed + e)", cxxopts::value<uint64_t>()->default_value(std::to_string(d.seed)))
+    ("router-aux-loss", "add the model's router load-balancing loss (off in released configs)");
+  o.add_options("Runtime and outputs")
+    ("device", "cpu, cuda or cuda:N (default: cuda when available, else cpu)", cxxopts::value<std::string>()->default_value(""))
+    ("dtype", "weights/compute dtype: fp32, bf16, fp16 (default: bf16 on cuda with fp32 master copies of trained tensors, fp32 on cpu)", cxxopts::value<std::string>()->default_value(""))
+    ("eval-steps", "evaluate every N steps (0: only at the end)", cxxopts::value<int64_t>()->default_value("0"))
+    ("save-steps", "checkpoint every N steps (0: none)", cxxopts::value<int64_t>()->default_value("0"))
+    ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(std::to_string(d.save_total_limit)))
+    ("log-steps", "log a line every N steps", cxxopts::value<int64_t>()->default_value("1"))
+    ("save-full", "also write a complete HF checkpoint to OUT/full")
+    ("resume", "continue from a checkpoint directory, or a run directory's newest checkpoint", cxxopts::value<std::string>())
+    ("h,help", "show this help");
+  // clang-format on
+  auto a = o.parse(argc, argv);
+  if (a.count("help")) {
+    std::printf("%s\n", o.help().c_str());
+    return 0;
+  }
+  for (auto req : {"model", "data", "expert-config", "output"})
+    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  TrainOptions t;
+  t.model = a["model"].as<std::string>();
+  t.data = a["data"].as<std::string>();
+  t.expert_config = a["expert-config"].as<std::string>();
+  t.output = a["output"].as<std::string>();
+  if (a.count("eval-dataset")) t.eval_data = a["eval-dataset"].as<std::string>();
+  if (a.count("resume")) t.resume = a["resume"].as<std::string>();
+  t.chat_format = a["chat-format"].as<std::string>();
+  t.skip_bad_lines = a.count("skip-bad-lines") > 0;
+  t.max_length = a["max-length"].as<int64_t>();
+  t.packing = a["packing"].as<std::string>();
+  t.truncation = a["truncation"].as<std::string>();
+  t.lr = a["learning-rate"].as<double>();
+  t.lr_scheduler = a["lr-scheduler"].as<std::string>();
+  t.warmup_ratio = a["warmup-ratio"].as<double>();
+  t.min_lr = a["min-lr"].as<double>();
+  t.adamw = {a["adam-beta1"].as<double>(), a["adam-beta2"].as<double>(), a["adam-eps"].as<double>(),
+             a["weight-decay"].as<double>()};
+  t.max_grad_norm = a["max-grad-norm"].as<double>();
+  t.micro_batch = a["micro-batch-size"].as<int64_t>();
+  t.global_batch = a["global-batch-size"].as<int64_t>();
+  t.epochs = a["epochs"].as<int64_t>();
+  t.max_steps = a["max-steps"].as<int64_t>();
+  t.seed = a["seed"].as<uint64_t>();
+  t.router_aux_loss = a.count("router-aux-loss") > 0;
+  t.device = a["device"].as<std::string>();
+  t.dtype = a["dtype"].as<std::string>();
+  t.eval_steps = a["eval-steps"].as<int64_t>();
+  t.save_steps = a["save-steps"].as<int64_t>();
+  t.save_total_limit = a["save-total-limit"].as<int64_t>();
+  t.log_steps = a["log-steps"].as<int64_t>();
+  t.save_full = a.count("save-full") > 0;
+  ESFT_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "--warmup-ratio must be in [0, 1]");
+  ESFT_CHECK(t.max_length > 0 && t.epochs > 0, "--max-length and --epochs must be positive");
+  run_training(t);
+  return 0;
+}
+
+}  // namespace
+ESFT_SUBCOMMAND("train", "fine-tune only the selected experts", cmd_train);
+}  // namespace esft

@@ -1,0 +1,270 @@
+#include "esft/train.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "esft/data.h"
+#include "esft/error.h"
+#include "esft/log.h"
+#include "esft/model.h"
+#include "esft/progress.h"
+#include "esft/runtime.h"
+#include "esft/tensor_io.h"
+
+namespace esft {
+
+namespace {
+
+// Rows -> a right-padded micro batch. Padding: doc -1, label -100, input id 0 (never attended).
+Batch make_batch(const std::vector<PackedRow>& rows, const std::vector<size_t>& idx, int64_t* n_tokens) {
+  size_t S = 0;
+  for (auto i : idx) S = std::max(S, rows[i].input_ids.size());
+  const int64_t B = idx.size();
+  auto ids = at::zeros({B, int64_t(S)}, at::kLong), labels = at::full({B, int64_t(S)}, kIgnoreIndex, at::kLong),
+       pos = at::zeros({B, int64_t(S)}, at::kLong), doc = at::full({B, int64_t(S)}, -1, at::kLong);
+  auto a_ids = ids.accessor<int64_t, 2>(), a_lab = labels.accessor<int64_t, 2>(), a_pos = pos.accessor<int64_t, 2>(),
+       a_doc = doc.accessor<int64_t, 2>();
+  *n_tokens = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& r = rows[idx[b]];
+    for (size_t t = 0; t < r.input_ids.size(); ++t)
+      a_ids[b][t] = r.input_ids[t], a_lab[b][t] = r.labels[t], a_pos[b][t] = r.position_ids[t], a_doc[b][t] = r.doc_ids[t];
+    *n_tokens += r.input_ids.size();
+  }
+  return Batch{ids, labels, pos, doc};
+}
+
+// Label tokens that count in the loss (labels shifted by one, as the model shifts them).
+int64_t loss_tokens(const PackedRow& r) {
+  int64_t n = 0;
+  for (size_t t = 1; t < r.labels.size(); ++t) n += r.labels[t] != kIgnoreIndex;
+  return n;
+}
+
+double eval_loss(MoeModel& model, const std::vector<PackedRow>& rows, int64_t micro) {
+  at::NoGradGuard ng;
+  double sum = 0;
+  int64_t n = 0;
+  for (size_t b = 0; b < rows.size(); b += micro) {
+    std::vector<size_t> idx;
+    for (size_t i = b; i < std::min(rows.size(), size_t(b + micro)); ++i) idx.push_back(i);
+    int64_t tok;
+    auto out = model.forward(make_batch(rows, idx, &tok), ForwardOptions{false, nullptr, false});
+    sum += out.loss_sum.item<double>();
+    n += out.n_loss_tokens;
+  }
+  return n ? sum / n : 0.0;
+}
+
+void copy_model_files(const fs::path& from, const fs::path& to) {
+  for (auto name : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja"})
+    if (fs::exists(from / name)) fs::copy_file(from / name, to / name, fs::copy_options::overwrite_existing);
+}
+
+fs::path fresh_tmp(const fs::path& dir) {
+  fs::path tmp = dir;
+  tmp += ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  return tmp;
+}
+
+void write_adapter(MoeModel& model, const fs::path& expert_config, const fs::path& dir) {
+  auto tmp = fresh_tmp(dir);
+  save_safetensors(tmp / "model.safetensors", model.adapter_tensors(), {{"format", "pt"}, {"esft", "adapter"}});
+  fs::copy_file(expert_config, tmp / "expert_config.json");
+  replace_directory(tmp, dir);
+}
+
+void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, int64_t step) {
+  auto dir = opt.output / "checkpoints" / fmt::format("step-{}", step);
+  auto tmp = fresh_tmp(dir);
+  // Exact fp32 master weights and optimizer state: what resume needs to continue bit for bit.
+  std::vector<HfTensor> state;
+  for (auto& t : optim.params()) state.push_back({"param." + t.name, t.tensor.detach()});
+  for (auto& [k, v] : optim.state_dict()) state.push_back({"optim." + k, v});
+  save_safetensors(tmp / "train_state.safetensors", state);
+  save_safetensors(tmp / "adapter.safetensors", model.adapter_tensors());
+  nlohmann::json meta = {{"step", step}, {"model", fs::absolute(opt.model).string()},
+                         {"expert_config", fs::absolute(opt.expert_config).string()}};
+  write_file_atomic(tmp / "trainer_state.json", meta.dump(2) + "\n");
+  fs::copy_file(opt.expert_config, tmp / "expert_config.json");
+  replace_directory(tmp, dir);
+  // Keep the newest save_total_limit checkpoints.
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (auto& e : fs::directory_iterator(opt.output / "checkpoints")) {
+    auto n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp.") == std::string::npos)
+      all.push_back({std::stoll(n.substr(5)), e.path()});
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; opt.save_total_limit > 0 && i + opt.save_total_limit < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+// --resume DIR: a step-N checkpoint, or a run directory (its newest checkpoint).
+fs::path find_resume_dir(const fs::path& p) {
+  if (fs::exists(p / "train_state.safetensors")) return p;
+  fs::path best;
+  int64_t best_step = -1;
+  if (fs::is_directory(p / "checkpoints"))
+    for (auto& e : fs::directory_iterator(p / "checkpoints")) {
+      auto n = e.path().filename().string();
+      if (n.rfind("step-", 0) == 0 && n.find(".tmp.") == std::string::npos && fs::exists(e.path() / "train_state.safetensors")) {
+        int64_t s = std::stoll(n.substr(5));
+        if (s > best_step) best_step = s, best = e.path();
+      }
+    }
+  if (best.empty()) fail("--resume {}: no checkpoint (train_state.safetensors) found there or under checkpoints/", p.string());
+  return best;
+}
+
+double peak_flops(const std::string& device) {
+  if (device.rfind("cuda", 0) != 0) return 0;
+  return 989e12;  // H100/H200 dense bf16
+}
+
+}  // namespace
+
+void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir) {
+  auto tmp = fresh_tmp(dir);
+  save_checkpoint_tensors(tmp, model.full_tensors());
+  copy_model_files(model_dir, tmp);
+  replace_directory(tmp, dir);
+}
+
+void run_training(const TrainOptions& opt) {
+  auto rt = resolve_runtime(opt.device, opt.dtype);
+  const int64_t micro = opt.micro_batch, global = opt.global_batch ? opt.global_batch : opt.micro_batch;
+  ESFT_CHECK(micro >= 1 && global % micro == 0, "--global-batch-size ({}) must be a multiple of --micro-batch-size ({})",
+             global, micro);
+  auto sel = ExpertSelection::from_json_file(opt.expert_config);  // validate before the slow parts
+  fs::create_directories(opt.output);
+
+  DataOptions dopt;
+  dopt.model_dir = opt.model;
+  dopt.chat_format = opt.chat_format;
+  dopt.skip_bad_lines = opt.skip_bad_lines;
+  dopt.cache_dir = opt.output / ".cache";
+  PackOptions popt;
+  popt.packing = opt.packing;
+  popt.max_length = opt.max_length;
+  popt.truncation = opt.truncation;
+  PackStats pst;
+  auto rows = pack_samples(load_samples(opt.data, dopt), popt, &pst);
+  ESFT_CHECK(!rows.empty(), "{}: no training samples", opt.data.string());
+  if (pst.truncated_samples)
+    log_warn(fmt::format("{} sample(s) longer than --max-length {} truncated ({} tokens dropped, --truncation {})",
+                         pst.truncated_samples, opt.max_length, pst.dropped_tokens, opt.truncation));
+  std::vector<PackedRow> eval_rows;
+  if (!opt.eval_data.empty()) eval_rows = pack_samples(load_samples(opt.eval_data, dopt), popt);
+
+  log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
+  auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
+  model->configure_training(sel);
+  auto params = model->trainable_tensors();
+  ESFT_CHECK(!params.empty(), "{}: selects nothing to train", opt.expert_config.string());
+  int64_t n_trainable = 0;
+  for (auto& p : params) n_trainable += p.tensor.numel();
+  AdamW optim(params, opt.adamw);
+
+  const int64_t steps_per_epoch = (int64_t(rows.size()) + global - 1) / global;
+  const int64_t total = opt.max_steps > 0 ? opt.max_steps : opt.epochs * steps_per_epoch;
+  LrSchedule sched{opt.lr_scheduler, opt.lr, opt.min_lr, int64_t(std::ceil(opt.warmup_ratio * total)), total};
+  sched.at(0);  // validates the scheduler name
+  log_info(fmt::format("{} rows ({} packing, max length {}), {} steps of {} rows ({} micro-batches of {}); {} trainable "
+                       "parameters in {} tensors",
+                       rows.size(), opt.packing, opt.max_length, total, global, global / micro, micro, n_trainable,
+                       params.size()));
+
+  int64_t start = 0;
+  if (!opt.resume.empty()) {
+    auto dir = find_resume_dir(opt.resume);
+    auto st = load_safetensors(dir / "train_state.safetensors");
+    std::map<std::string, at::Tensor> optim_state;
+    for (auto& [k, v] : st)
+      if (k.rfind("optim.", 0) == 0) optim_state[k.substr(6)] = v;
+    at::NoGradGuard ng;
+    for (auto& p : params) {
+      auto it = st.find("param." + p.name);
+      if (it == st.end()) fail("{}: checkpoint has no weights for {} (different expert config?)", dir.string(), p.name);
+      p.tensor.copy_(it->second);
+    }
+    optim.load_state_dict(optim_state);
+    start = optim.steps();
+    log_info(fmt::format("resumed from {} at step {}", dir.string(), start));
+  }
+
+  std::ofstream metrics(opt.output / "metrics.jsonl", start ? std::ios::app : std::ios::trunc);
+  ProgressBar bar("train", total, "step");
+  std::vector<size_t> order;
+  int64_t order_epoch = -1;
+  for (int64_t step = start; step < total; ++step) {
+    const int64_t epoch = step / steps_per_epoch, b = step % steps_per_epoch;
+    if (epoch != order_epoch) {
+      order.resize(rows.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      python_shuffle(order, opt.seed + uint64_t(epoch));
+      order_epoch = epoch;
+    }
+    std::vector<size_t> batch_rows(order.begin() + b * global,
+                                   order.begin() + std::min<int64_t>((b + 1) * global, int64_t(order.size())));
+    int64_t n_items = 0;
+    for (auto i : batch_rows) n_items += loss_tokens(rows[i]);
+
+    auto t0 = std::chrono::steady_clock::now();
+    optim.zero_grad();
+    double loss_sum = 0;
+    int64_t n_tokens = 0;
+    for (size_t m = 0; m < batch_rows.size(); m += micro) {
+      std::vector<size_t> idx(batch_rows.begin() + m, batch_rows.begin() + std::min(batch_rows.size(), size_t(m + micro)));
+      int64_t tok;
+      auto out = model->forward(make_batch(rows, idx, &tok), ForwardOptions{false, nullptr, opt.router_aux_loss});
+      n_tokens += tok;
+      if (n_items == 0) continue;
+      // HF num_items_in_batch semantics: token-sum over the global batch / its label count.
+      auto loss = out.loss_sum / double(n_items);
+      loss.backward();
+      loss_sum += out.loss_sum.item<double>();
+    }
+    double gnorm = clip_grad_norm(params, opt.max_grad_norm);
+    double lr = sched.at(step);
+    optim.step(lr);
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double loss = n_items ? loss_sum / n_items : 0, tps = n_tokens / std::max(dt, 1e-9);
+    nlohmann::json rec = {{"step", step + 1}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
+                          {"tokens", n_tokens}, {"tokens_per_s", tps}, {"epoch", epoch}};
+    std::string line = fmt::format("step {}/{} | loss {:.4f} | grad_norm {:.4f} | lr {:.3e} | tok/s {:.0f}", step + 1,
+                                   total, loss, gnorm, lr, tps);
+    if (double peak = peak_flops(rt.device)) {
+      double mfu = 6.0 * double(model->active_parameters()) * tps / peak;
+      line += fmt::format(" | mfu {:.1f}%", 100 * mfu);
+      rec["mfu"] = mfu;
+    }
+    bool last = step + 1 == total;
+    if (!eval_rows.empty() && ((opt.eval_steps > 0 && (step + 1) % opt.eval_steps == 0) || last)) {
+      double el = eval_loss(*model, eval_rows, micro);
+      line += fmt::format(" | eval_loss {:.4f}", el);
+      rec["eval_loss"] = el;
+    }
+    if ((step + 1) % std::max<int64_t>(1, opt.log_steps) == 0 || last) {
+      if (stderr_is_tty()) std::fprintf(stderr, "\r\033[K");
+      log_info(line);
+    }
+    metrics << rec.dump() << "\n" << std::flush;
+    bar.update(step + 1, fmt::format("loss {:.4f}", loss));
+    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last) save_checkpoint(*model, optim, opt, step + 1);
+  }
+  bar.finish();
+  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, total);
+  write_adapter(*model, opt.expert_config, opt.output / "adapter");
+  log_info(fmt::format("wrote the adapter to {}", (opt.output / "adapter").string()));
+  if (opt.save_full) {
+    write_full_checkpoint(*model, opt.model, opt.output / "full");
+    log_info(fmt::format("wrote the full checkpoint to {}", (opt.output / "full").string()));
+  }
+}
+
+}  // namespace esft
