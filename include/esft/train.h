@@ -25,6 +25,7 @@ struct TrainOptions {
   // bookkeeping
   int64_t eval_steps = 0, save_steps = 0, save_total_limit = 2, log_steps = 1;
   bool save_full = false;
+  int64_t stop_after = 0;  // > 0: checkpoint and exit after this step (time-sliced jobs)
 };
 
 void run_training(const TrainOptions& opt);

@@ -51,6 +51,7 @@ int cmd_train(int argc, char** argv) {
     ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(std::to_string(d.save_total_limit)))
     ("log-steps", "log a line every N steps", cxxopts::value<int64_t>()->default_value("1"))
     ("save-full", "also write a complete HF checkpoint to OUT/full")
+    ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value("0"))
     ("resume", "continue from a checkpoint directory, or a run directory's newest checkpoint", cxxopts::value<std::string>())
     ("h,help", "show this help");
   // clang-format on
@@ -93,6 +94,7 @@ int cmd_train(int argc, char** argv) {
   t.save_total_limit = a["save-total-limit"].as<int64_t>();
   t.log_steps = a["log-steps"].as<int64_t>();
   t.save_full = a.count("save-full") > 0;
+  t.stop_after = a["stop-after"].as<int64_t>();
   ESFT_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "--warmup-ratio must be in [0, 1]");
   ESFT_CHECK(t.max_length > 0 && t.epochs > 0, "--max-length and --epochs must be positive");
   run_training(t);

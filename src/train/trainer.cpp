@@ -256,6 +256,12 @@ void run_training(const TrainOptions& opt) {
     metrics << rec.dump() << "\n" << std::flush;
     bar.update(step + 1, fmt::format("loss {:.4f}", loss));
     if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last) save_checkpoint(*model, optim, opt, step + 1);
+    if (opt.stop_after > 0 && step + 1 == opt.stop_after && !last) {
+      bar.finish();
+      if (opt.save_steps <= 0 || (step + 1) % opt.save_steps != 0) save_checkpoint(*model, optim, opt, step + 1);
+      log_info(fmt::format("stopping after step {} as asked; continue with --resume {}", step + 1, opt.output.string()));
+      return;
+    }
   }
   bar.finish();
   if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, total);

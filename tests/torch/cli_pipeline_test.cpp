@@ -26,8 +26,8 @@ TEST(CliPipeline, ScoreSelectTrain) {
   auto out = test::temp_dir("cli-pipeline");
   auto model = data_dir() / "tiny-qwen3-moe";
   auto bin = test::esft_bin();
-  std::string common = " --model " + model.string() + " --data " + (data_dir() / "tiny-intent-train.jsonl").string() +
-                       " --chat-format esft --device cpu";
+  std::string common = " --model " + model.string() + " --data " + (data_dir() / "tiny-intent-train.tokens.jsonl").string() +
+                       " --device cpu";
 
   ASSERT_EQ(test::run(bin + " score" + common + " --n-sample-tokens 1500 --output " + (out / "scores").string()), 0);
   // Layer 0 is dense (mlp_only_layers), layers 1..3 are MoE.
