@@ -33,6 +33,7 @@ void run_training(const TrainOptions& opt);
 // Writes a complete HF checkpoint of `model` to dir (config.json and tokenizer files copied
 // from model_dir), atomically.
 class MoeModel;
-void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir);
+void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir,
+                           size_t max_shard_bytes = size_t(5000) * 1000 * 1000);
 
 }  // namespace esft

@@ -11,6 +11,16 @@
 namespace esft {
 namespace {
 
+// "5GB" -> 5e9 bytes (decimal units, as HF's max_shard_size).
+size_t parse_size(const std::string& s) {
+  char* end;
+  double v = std::strtod(s.c_str(), &end);
+  std::string unit = end;
+  double mul = unit == "" || unit == "B" ? 1 : unit == "KB" ? 1e3 : unit == "MB" ? 1e6 : unit == "GB" ? 1e9 : -1;
+  if (end == s.c_str() || mul < 0 || v <= 0) fail("--max-shard-size \"{}\": expected a size such as 5GB, 500MB or 300KB", s);
+  return size_t(v * mul);
+}
+
 int cmd_merge(int argc, char** argv) {
   cxxopts::Options o(argv[0], "Write base model + ESFT adapter as one Hugging Face checkpoint.");
   // clang-format off
@@ -18,6 +28,7 @@ int cmd_merge(int argc, char** argv) {
     ("model", "base HF checkpoint directory", cxxopts::value<std::string>())
     ("adapter", "adapter directory (model.safetensors + expert_config.json from esft train)", cxxopts::value<std::string>())
     ("output", "directory for the merged checkpoint", cxxopts::value<std::string>())
+    ("max-shard-size", "largest weight file, e.g. 5GB, 500MB, 300KB; bigger checkpoints are split into shards with model.safetensors.index.json", cxxopts::value<std::string>()->default_value("5GB"))
     ("h,help", "show this help");
   // clang-format on
   auto a = o.parse(argc, argv);
@@ -34,7 +45,7 @@ int cmd_merge(int argc, char** argv) {
   if (fs::exists(adapter / "expert_config.json"))
     model->configure_training(ExpertSelection::from_json_file(adapter / "expert_config.json"));
   model->load_adapter_tensors(load_safetensors(adapter / "model.safetensors"));
-  write_full_checkpoint(*model, model_dir, a["output"].as<std::string>());
+  write_full_checkpoint(*model, model_dir, a["output"].as<std::string>(), parse_size(a["max-shard-size"].as<std::string>()));
   log_info("wrote " + a["output"].as<std::string>());
   return 0;
 }

@@ -128,9 +128,9 @@ double peak_flops(const std::string& device) {
 
 }  // namespace
 
-void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir) {
+void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir, size_t max_shard_bytes) {
   auto tmp = fresh_tmp(dir);
-  save_checkpoint_tensors(tmp, model.full_tensors());
+  save_checkpoint_tensors(tmp, model.full_tensors(), max_shard_bytes);
   copy_model_files(model_dir, tmp);
   replace_directory(tmp, dir);
 }

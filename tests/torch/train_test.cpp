@@ -76,6 +76,19 @@ TEST(Train, FrozenUnchangedSelectedChangedAdapterExact) {
             0);
   auto merged = checkpoint_tensors(dir / "merged");
   for (auto& [n, t] : after) EXPECT_TRUE(at::equal(merged[n], t)) << n;
+
+  // Sharded output (model-0000i-of-0000n.safetensors + index) that transformers loads.
+  ASSERT_EQ(test::run(test::esft_bin() + " merge --model " + kModel.string() + " --adapter " + (dir / "run/adapter").string() +
+                      " --output " + (dir / "sharded").string() + " --max-shard-size 500KB"),
+            0);
+  EXPECT_TRUE(fs::exists(dir / "sharded/model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(dir / "sharded/model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "sharded/model-00001-of-00002.safetensors"));
+  const std::string ids = "[[0, 55, 85, 271, 28, 223, 1]]";
+  test::run_python("hf_logits.py", (dir / "sharded").string() + " '" + ids + "' " + (dir / "hf_sharded.safetensors").string());
+  test::run_python("hf_logits.py", (dir / "merged").string() + " '" + ids + "' " + (dir / "hf_merged.safetensors").string());
+  EXPECT_TRUE(at::equal(load_safetensors(dir / "hf_sharded.safetensors")["logits"],
+                        load_safetensors(dir / "hf_merged.safetensors")["logits"]));
 }
 
 TEST(Train, FullCheckpointLoadsInTransformersWithMatchingLogits) {
