@@ -15,4 +15,7 @@ struct Runtime {
 // Fails clearly when cuda is asked for but not available.
 Runtime resolve_runtime(const std::string& device, const std::string& dtype);
 
+// Peak bytes allocated by the CUDA caching allocator on that device since start (0 on CPU).
+double peak_device_memory_gib(const std::string& device);
+
 }  // namespace esft

@@ -1,6 +1,7 @@
 #include "esft/runtime.h"
 
 #include <ATen/Context.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 
 #include "esft/error.h"
 #include "esft/model.h"
@@ -15,6 +16,13 @@ Runtime resolve_runtime(const std::string& device, const std::string& dtype) {
   if (r.device != "cpu" && r.device.rfind("cuda", 0) != 0) fail("--device {}: expected cpu, cuda or cuda:N", r.device);
   r.dtype = dtype.empty() ? (r.device == "cpu" ? at::kFloat : at::kBFloat16) : parse_dtype_flag(dtype);
   return r;
+}
+
+double peak_device_memory_gib(const std::string& device) {
+  if (device.rfind("cuda", 0) != 0) return 0;
+  auto index = at::Device(device).has_index() ? at::Device(device).index() : c10::DeviceIndex(0);
+  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+  return double(stats.allocated_bytes[size_t(c10::CachingAllocator::StatType::AGGREGATE)].peak) / double(1 << 30);
 }
 
 }  // namespace esft

@@ -264,6 +264,7 @@ void run_training(const TrainOptions& opt) {
     }
   }
   bar.finish();
+  if (double gib = peak_device_memory_gib(rt.device)) log_info(fmt::format("peak GPU memory {:.1f} GiB", gib));
   if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, total);
   write_adapter(*model, opt.expert_config, opt.output / "adapter");
   log_info(fmt::format("wrote the adapter to {}", (opt.output / "adapter").string()));
