@@ -17,16 +17,32 @@ namespace esft {
 
 namespace {
 
-// Python's round(x, 4): correctly rounded from the exact binary value, ties to even. glibc's
-// printf does exactly that, so format and parse back.
+// Python's round(x, 4): correctly rounded from the exact binary value, ties to even. Away from
+// ties k/1e4 with k = nearest integer of x*1e4 is that value (IEEE division is correctly rounded);
+// near a tie, glibc's printf decides exactly as Python does.
 double round4(double x) {
+  double y = x * 1e4, k = std::nearbyint(y);
+  if (std::fabs(std::fabs(y - k) - 0.5) > 1e-6 && std::fabs(y) < 1e15) return k / 1e4;
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.4f", x);
   return std::strtod(buf, nullptr);
 }
 
+// repr() of a value that round4() returned: its 4-decimal form without trailing zeros.
+std::string repr4(double x) {
+  long long k = std::llround(x * 1e4);
+  if (std::fabs(x) >= 1e15 || double(k) / 1e4 != x) return "";  // not a round4 value
+  bool neg = k < 0;
+  unsigned long long a = neg ? -k : k, ip = a / 10000, fp = a % 10000;
+  char buf[40];
+  int n = std::snprintf(buf, sizeof buf, "%s%llu.%04llu", neg ? "-" : "", ip, fp);
+  while (n > 0 && buf[n - 1] == '0' && buf[n - 2] != '.') --n;
+  return std::string(buf, n);
+}
+
 // Python's repr(float): shortest digits that round-trip, always with a decimal point.
 std::string py_repr(double x) {
+  if (auto fast = repr4(x); !fast.empty()) return fast;
   char buf[64];
   for (int p = 1; p <= 17; ++p) {
     std::snprintf(buf, sizeof buf, "%.*g", p, x);
