@@ -2,12 +2,15 @@
 // Torch-free; the trainer and scorer turn rows into tensors.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "esft/fs.h"
 
 namespace esft {
+
+class Tokenizer;
 
 constexpr int32_t kIgnoreIndex = -100;
 
@@ -22,10 +25,25 @@ struct DataOptions {
   bool skip_bad_lines = false;
   fs::path cache_dir;               // where encoded datasets are cached; empty = no cache
   bool show_progress = true;
+  fs::path tokenizer_file;          // tokenizer.json / tokenizer.model to use instead of model_dir's
+                                    // (tokenizer_config.json is looked for beside it)
+  bool raw_text = false;            // encode each record's "text" as is: no template, no BOS/EOS
+  int num_threads = 0;              // encoding threads; 0 = all cores
+  std::shared_ptr<const Tokenizer> tokenizer;  // an already loaded tokenizer (else loaded on demand)
 };
 
-// Reads every record of a jsonl file. Errors name the file and the line.
+// Reads every record of a jsonl file. Errors name the file and the line. Record formats: see
+// src/text/jsonl_records.h; chat formats: include/esft/chat.h. With cache_dir set, the encoded
+// samples are cached there, keyed by the file's content, the tokenizer files and the chat format.
 std::vector<Sample> load_samples(const fs::path& jsonl, const DataOptions& opt);
+
+// One encoded record with the string it was rendered to (esft tokenize). Skipped lines have none.
+struct EncodedRecord {
+  Sample sample;
+  std::string text;  // rendered string before tokenization (empty for pre-tokenized records)
+  int64_t line = 0;  // 1-based line in the file
+};
+std::vector<EncodedRecord> encode_records(const fs::path& jsonl, const DataOptions& opt);
 
 // Python-compatible shuffle (random.seed(seed); random.shuffle(x)) so that sample order equals
 // the ESFT reference scripts' order for the same seed.
@@ -51,6 +69,10 @@ struct PackedRow {
 struct PackStats {
   int64_t truncated_samples = 0;
   int64_t dropped_tokens = 0;
+  // causal packing: samples cut at the end of a window (the rest of the sample is dropped, as in
+  // the ESFT reference), and the tokens dropped that way
+  int64_t cut_samples = 0;
+  int64_t cut_tokens = 0;
 };
 
 std::vector<PackedRow> pack_samples(const std::vector<Sample>& samples, const PackOptions& opt,

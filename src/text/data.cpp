@@ -1,219 +1,232 @@
-// jsonl records -> samples (token ids + labels), Python-compatible shuffling, packing.
-// This file handles pre-tokenized records; records with text need the text front end
-// (tokenizer + chat formats) and are rejected with a clear error until a tokenizer is given.
+// jsonl file -> samples: records are parsed and encoded in parallel (all cores), with a progress
+// bar, and cached (data_cache.h). Record formats: jsonl_records.h; chat formats: esft/chat.h.
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
+#include <atomic>
+#include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 
+#include "data_cache.h"
+#include "esft/chat.h"
 #include "esft/data.h"
 #include "esft/error.h"
 #include "esft/log.h"
+#include "esft/progress.h"
+#include "esft/tokenizer.h"
+#include "jsonl_records.h"
 
 namespace esft {
 
 namespace {
 
-bool is_text_record(const nlohmann::json& j) {
-  for (auto k : {"messages", "conversations", "instruction", "query", "prompt", "text"})
-    if (j.contains(k)) return true;
-  return false;
-}
+struct Line {
+  int64_t number;
+  std::string_view text;
+};
 
-std::vector<int32_t> int_list(const nlohmann::json& v, const std::string& where, const char* key, bool allow_ignore) {
-  if (!v.is_array()) fail("{}: \"{}\" must be a list of integers", where, key);
-  std::vector<int32_t> out;
-  out.reserve(v.size());
-  for (auto& x : v) {
-    if (!x.is_number_integer()) fail("{}: \"{}\" holds {}, not an integer", where, key, x.dump());
-    int64_t i = x.get<int64_t>();
-    if (i < 0 && !(allow_ignore && i == kIgnoreIndex)) fail("{}: \"{}\" holds {}, not a token id", where, key, i);
-    if (i > INT32_MAX) fail("{}: \"{}\" holds {}, too large for a token id", where, key, i);
-    out.push_back(int32_t(i));
+std::vector<Line> split_lines(const std::string& content) {
+  std::vector<Line> lines;
+  int64_t number = 0;
+  for (size_t pos = 0; pos < content.size();) {
+    size_t end = content.find('\n', pos);
+    if (end == std::string::npos) end = content.size();
+    ++number;
+    std::string_view t(content.data() + pos, end - pos);
+    if (!t.empty() && t.back() == '\r') t.remove_suffix(1);
+    if (t.find_first_not_of(" \t") != std::string_view::npos) lines.push_back({number, t});
+    pos = end + 1;
   }
-  return out;
+  return lines;
 }
 
-Sample parse_pretokenized(const nlohmann::json& j, const std::string& where) {
-  Sample s;
-  s.input_ids = int_list(j["input_ids"], where, "input_ids", false);
-  if (j.contains("labels") && !j["labels"].is_null()) {
-    s.labels = int_list(j["labels"], where, "labels", true);
-    if (s.labels.size() != s.input_ids.size())
-      fail("{}: {} labels for {} input_ids (must be equal)", where, s.labels.size(), s.input_ids.size());
+int thread_count(const DataOptions& opt) {
+  if (opt.num_threads > 0) return opt.num_threads;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Runs fn(i) for i in [0, n) on `threads` threads; fn must not throw. The calling thread draws the
+// progress bar.
+void parallel_for(size_t n, int threads, const std::function<void(size_t)>& fn, ProgressBar* bar) {
+  constexpr size_t kChunk = 16;
+  std::atomic<size_t> next{0}, done{0};
+  auto work = [&] {
+    for (;;) {
+      size_t b = next.fetch_add(kChunk);
+      if (b >= n) return;
+      size_t e = std::min(n, b + kChunk);
+      for (size_t i = b; i < e; ++i) fn(i);
+      done += e - b;
+    }
+  };
+  threads = int(std::min<size_t>(threads, (n + kChunk - 1) / kChunk));
+  if (threads <= 1) {
+    work();
   } else {
-    s.labels = s.input_ids;  // plain language modelling: every token trained
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(work);
+    while (done.load() < n) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (bar) bar->update(int64_t(done.load()));
+    }
+    for (auto& t : pool) t.join();
   }
-  return s;
+  if (bar) bar->update(int64_t(n));
 }
 
-}  // namespace
+struct Parsed {
+  Record record;
+  std::string error;  // non-empty: this line is bad
+  std::string text;   // rendered string
+};
 
-std::vector<Sample> load_samples(const fs::path& path, const DataOptions& opt) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open the dataset", path.string());
-  std::vector<Sample> out;
-  int64_t skipped = 0, lineno = 0;
-  std::string line;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path.string(), lineno);
+std::shared_ptr<const Tokenizer> load_tokenizer(const DataOptions& opt) {
+  if (opt.tokenizer) return opt.tokenizer;
+  // TEMPORARY until Tokenizer::from_file/from_model_dir land (src/text/tokenizer*.cpp)
+  fail("this build cannot load tokenizers yet");
+}
+
+fs::path tokenizer_dir(const DataOptions& opt) {
+  return opt.tokenizer_file.empty() ? fs::path() : opt.tokenizer_file.parent_path();
+}
+
+struct EncodeResult {
+  std::vector<EncodedRecord> records;
+  int64_t skipped = 0;
+};
+
+EncodeResult encode_content(const fs::path& path, const std::string& content, const DataOptions& opt, bool keep_text) {
+  const auto lines = split_lines(content);
+  const std::string file = path.string();
+  const int threads = thread_count(opt);
+  std::vector<Parsed> parsed(lines.size());
+
+  parallel_for(lines.size(), threads, [&](size_t i) {
     try {
       nlohmann::json j;
       try {
-        j = nlohmann::json::parse(line);
+        j = nlohmann::json::parse(lines[i].text);
       } catch (const nlohmann::json::exception& e) {
-        fail("{}: not valid JSON ({})", where, e.what());
+        fail("not valid JSON ({})", e.what());
       }
-      if (!j.is_object()) fail("{}: a record must be a JSON object", where);
-      if (j.contains("input_ids")) {
-        out.push_back(parse_pretokenized(j, where));
-      } else if (is_text_record(j)) {
-        fail("{}: this record holds text; a tokenizer is needed to encode it (this build reads pre-tokenized "
-             "{{\"input_ids\": [...], \"labels\": [...]}} records only)",
-             where);
-      } else {
-        fail("{}: unrecognised record (expected input_ids, messages, conversations, instruction/output, "
-             "query/response, prompt/completion or text)",
-             where);
-      }
-    } catch (const Error& e) {
-      if (!opt.skip_bad_lines) throw;
-      if (skipped < 5) log_warn(std::string("skipping: ") + e.what());
-      ++skipped;
+      parsed[i].record = opt.raw_text ? parse_raw_text_record(j) : parse_record(j);
+    } catch (const std::exception& e) {
+      parsed[i].error = e.what();
+    }
+  }, nullptr);
+
+  // Text needs a tokenizer: load it once, when the first text record is met (after any earlier
+  // bad line, which is reported first).
+  size_t first_text = lines.size(), first_bad = lines.size();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (!parsed[i].error.empty()) first_bad = std::min(first_bad, i);
+    else if (parsed[i].record.kind != Record::Kind::Tokens) first_text = std::min(first_text, i);
+  }
+  if (!opt.skip_bad_lines && first_bad < first_text)
+    fail("{}:{}: {}", file, lines[first_bad].number, parsed[first_bad].error);
+  std::shared_ptr<const Tokenizer> tok;
+  ChatFormat format;
+  std::unique_ptr<ChatRenderer> renderer;
+  if (first_text < lines.size()) {
+    const auto where = fmt::format("{}:{}", file, lines[first_text].number);
+    if (!opt.tokenizer && opt.model_dir.empty() && opt.tokenizer_file.empty())
+      fail("{}: this record holds text; a tokenizer is needed to encode it (give the model directory with its "
+           "tokenizer files, or use pre-tokenized {{\"input_ids\": [...], \"labels\": [...]}} records)",
+           where);
+    try {
+      tok = load_tokenizer(opt);
+    } catch (const std::exception& e) {
+      fail("{}: this record holds text; a tokenizer is needed to encode it, and none could be loaded: {}", where, e.what());
+    }
+    if (!opt.raw_text) {
+      format = resolve_chat_format(opt.chat_format, opt.model_dir, tokenizer_dir(opt));
+      renderer = make_chat_renderer(format);
+      log_info(fmt::format("{}: chat format {}", file, format.describe()));
     }
   }
-  if (skipped) log_warn(fmt::format("{}: skipped {} bad line(s) of {}", path.string(), skipped, lineno));
+
+  std::optional<ProgressBar> bar;
+  if (opt.show_progress && tok) bar.emplace("encode " + path.filename().string(), int64_t(lines.size()), "rec");
+  parallel_for(lines.size(), threads, [&](size_t i) {
+    auto& p = parsed[i];
+    if (!p.error.empty() || p.record.kind == Record::Kind::Tokens) return;
+    try {
+      const auto& r = p.record;
+      RenderedChat chat;
+      if (opt.raw_text) {
+        p.record.tokens.input_ids = tok->encode(r.text);
+        p.record.tokens.labels = p.record.tokens.input_ids;
+        if (keep_text) p.text = r.text;
+        return;
+      }
+      if (r.kind == Record::Kind::Chat) chat = renderer->render(r.messages);
+      if (r.kind == Record::Kind::Text) chat = render_plain_text(format, r.text);
+      if (r.kind == Record::Kind::PromptCompletion) chat = render_prompt_completion(format, r.prompt, r.completion);
+      p.record.tokens = encode_rendered(chat, *tok);
+      if (keep_text) p.text = chat.text();
+    } catch (const std::exception& e) {
+      p.error = e.what();
+    }
+  }, bar ? &*bar : nullptr);
+  if (bar) bar->finish();
+
+  EncodeResult out;
+  out.records.reserve(lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    auto& p = parsed[i];
+    if (!p.error.empty()) {
+      if (!opt.skip_bad_lines) fail("{}:{}: {}", file, lines[i].number, p.error);
+      if (out.skipped < 5) log_warn(fmt::format("skipping {}:{}: {}", file, lines[i].number, p.error));
+      ++out.skipped;
+      continue;
+    }
+    out.records.push_back({std::move(p.record.tokens), std::move(p.text), lines[i].number});
+  }
+  if (out.skipped)
+    log_warn(fmt::format("{}: skipped {} bad line(s) of {} (--skip-bad-lines)", file, out.skipped, lines.size()));
   return out;
 }
 
-// ---- Python's random.seed(int) + random.shuffle, exactly ------------------------------------
-namespace {
-class PyRandom {
- public:
-  explicit PyRandom(uint64_t seed) {
-    // init_by_array with the seed's 32-bit words (little-endian), as CPython seeds from an int.
-    std::vector<uint32_t> key;
-    do {
-      key.push_back(uint32_t(seed & 0xffffffffu));
-      seed >>= 32;
-    } while (seed);
-    init_genrand(19650218u);
-    uint32_t i = 1, j = 0;
-    size_t k = std::max<size_t>(N, key.size());
-    for (; k; --k) {
-      mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1664525u)) + key[j] + j;
-      ++i, ++j;
-      if (i >= N) mt_[0] = mt_[N - 1], i = 1;
-      if (j >= key.size()) j = 0;
-    }
-    for (k = N - 1; k; --k) {
-      mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1566083941u)) - i;
-      if (++i >= N) mt_[0] = mt_[N - 1], i = 1;
-    }
-    mt_[0] = 0x80000000u;
-  }
-  uint32_t genrand() {
-    if (mti_ >= N) {
-      for (int kk = 0; kk < N; ++kk) {
-        uint32_t y = (mt_[kk] & 0x80000000u) | (mt_[(kk + 1) % N] & 0x7fffffffu);
-        mt_[kk] = mt_[(kk + M) % N] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
-      }
-      mti_ = 0;
-    }
-    uint32_t y = mt_[mti_++];
-    y ^= y >> 11;
-    y ^= (y << 7) & 0x9d2c5680u;
-    y ^= (y << 15) & 0xefc60000u;
-    y ^= y >> 18;
-    return y;
-  }
-  // random._randbelow_with_getrandbits(n)
-  uint64_t randbelow(uint64_t n) {
-    int k = 0;
-    while ((n >> k) != 0) ++k;  // n.bit_length()
-    uint64_t r = getrandbits(k);
-    while (r >= n) r = getrandbits(k);
-    return r;
-  }
+std::string read_dataset(const fs::path& path) {
+  if (!fs::is_regular_file(path)) fail("{}: cannot open the dataset (no such file)", path.string());
+  return read_file(path);
+}
 
- private:
-  static constexpr int N = 624, M = 397;
-  void init_genrand(uint32_t s) {
-    mt_[0] = s;
-    for (mti_ = 1; mti_ < N; ++mti_) mt_[mti_] = 1812433253u * (mt_[mti_ - 1] ^ (mt_[mti_ - 1] >> 30)) + uint32_t(mti_);
-  }
-  uint64_t getrandbits(int k) {
-    if (k <= 32) return genrand() >> (32 - k);
-    uint64_t lo = genrand(), hi = genrand() >> (64 - k);
-    return (hi << 32) | lo;
-  }
-  uint32_t mt_[N];
-  int mti_ = N + 1;
-};
 }  // namespace
 
-void python_shuffle(std::vector<size_t>& x, uint64_t seed) {
-  PyRandom r(seed);
-  for (size_t i = x.size(); i-- > 1;) std::swap(x[i], x[r.randbelow(i + 1)]);
+std::vector<EncodedRecord> encode_records(const fs::path& path, const DataOptions& opt) {
+  return encode_content(path, read_dataset(path), opt, true).records;
 }
 
-std::vector<size_t> select_scoring_samples(const std::vector<Sample>& samples, int64_t n_tokens, uint64_t seed) {
-  std::vector<size_t> order(samples.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  python_shuffle(order, seed);
-  std::vector<size_t> out;
-  int64_t done = 0;
-  for (size_t i : order) {
-    if (n_tokens > 0 && done >= n_tokens) break;
-    out.push_back(i);
-    done += samples[i].input_ids.size();
-  }
-  return out;
-}
-
-// ---- packing ------------------------------------------------------------------------------
-std::vector<PackedRow> pack_samples(const std::vector<Sample>& samples, const PackOptions& opt, PackStats* stats) {
-  if (opt.packing != "none" && opt.packing != "causal" && opt.packing != "document")
-    fail("--packing must be none, causal or document, not \"{}\"", opt.packing);
-  if (opt.truncation != "left" && opt.truncation != "right")
-    fail("--truncation must be left or right, not \"{}\"", opt.truncation);
-  ESFT_CHECK(opt.max_length > 0, "--max-length must be positive");
-  PackStats st;
-  std::vector<PackedRow> rows;
-  PackedRow cur;
-  int32_t doc = 0;
-  auto flush = [&] {
-    if (!cur.input_ids.empty()) rows.push_back(std::move(cur));
-    cur = PackedRow{};
-    doc = 0;
-  };
-  for (auto& s : samples) {
-    size_t n = s.input_ids.size(), L = size_t(opt.max_length);
-    if (n == 0) continue;
-    size_t begin = 0;
-    if (n > L) {
-      st.truncated_samples++;
-      st.dropped_tokens += n - L;
-      if (opt.truncation == "left") begin = n - L;
-      n = L;
+std::vector<Sample> load_samples(const fs::path& path, const DataOptions& opt) {
+  const std::string content = read_dataset(path);
+  // An in-memory tokenizer without files cannot be identified in a cache key.
+  const bool cache = !opt.cache_dir.empty() && !(opt.tokenizer && opt.model_dir.empty() && opt.tokenizer_file.empty());
+  std::string key;
+  fs::path cache_file;
+  if (cache) {
+    std::string format = opt.chat_format;
+    if (!opt.model_dir.empty() || !opt.tokenizer_file.empty())
+      format = resolve_chat_format(opt.chat_format, opt.model_dir, tokenizer_dir(opt)).describe();
+    key = dataset_cache_key(content, opt, format);
+    cache_file = dataset_cache_file(opt.cache_dir, path, key);
+    std::vector<Sample> samples;
+    int64_t skipped = 0;
+    if (read_sample_cache(cache_file, key, &samples, &skipped)) {
+      log_info(fmt::format("{}: {} encoded samples from the cache {}", path.string(), samples.size(), cache_file.string()));
+      if (skipped) log_warn(fmt::format("{}: {} bad line(s) were skipped when it was encoded", path.string(), skipped));
+      return samples;
     }
-    if (opt.packing == "none" || cur.input_ids.size() + n > L) flush();
-    for (size_t i = 0; i < n; ++i) {
-      cur.input_ids.push_back(s.input_ids[begin + i]);
-      cur.labels.push_back(s.labels[begin + i]);
-      // causal packing keeps running positions and one attention span, like the reference.
-      cur.position_ids.push_back(opt.packing == "causal" ? int32_t(cur.position_ids.size()) : int32_t(i));
-      cur.doc_ids.push_back(opt.packing == "causal" ? 0 : doc);
-    }
-    ++doc;
   }
-  flush();
-  if (stats) *stats = st;
-  return rows;
+  auto res = encode_content(path, content, opt, false);
+  std::vector<Sample> samples;
+  samples.reserve(res.records.size());
+  for (auto& r : res.records) samples.push_back(std::move(r.sample));
+  if (cache) write_sample_cache(cache_file, key, samples, res.skipped);
+  return samples;
 }
 
 }  // namespace esft

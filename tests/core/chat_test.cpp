@@ -1,0 +1,318 @@
+// Chat formats: rendered strings equal transformers' apply_chat_template for the Jinja templates
+// shipped with the real tokenizers (Qwen3, DeepSeek-V3), hand-checked strings for the others,
+// loss masks (system/user masked, assistant trained with its end token, "mask": 1 excluded),
+// boundary placement when a token straddles a mask boundary, and --chat-format auto.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "byte_tokenizer.h"
+#include "esft/chat.h"
+#include "esft/data.h"
+#include "esft/error.h"
+#include "test_util.h"
+
+using namespace esft;
+using json = nlohmann::json;
+
+namespace {
+
+const std::vector<std::string> kSpecials = {
+    "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|endoftext|>", "<tool_response>", "</tool_response>",
+    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜tool▁outputs▁begin｜>",
+    "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>", "[gMASK]", "<sop>", "<|user|>",
+    "<|assistant|>", "<|system|>", "<|observation|>", "<|start|>", "<|end|>", "<|message|>", "<|channel|>",
+    "<|return|>", "<s>", "</s>"};
+
+std::shared_ptr<const Tokenizer> byte_tokenizer(bool merge_nn = false) {
+  return std::make_shared<test::ByteTokenizer>(kSpecials, merge_nn);
+}
+
+std::vector<json> read_jsonl(const fs::path& p) {
+  std::vector<json> out;
+  std::ifstream in(p);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+struct Runs {
+  std::vector<std::string> trained, masked_before;  // each trained run and the masked text before it
+};
+
+// Maximal runs of trained tokens, decoded, with the masked text that precedes each.
+Runs trained_runs(const Sample& s, const Tokenizer& tok) {
+  Runs r;
+  std::string masked;
+  for (size_t i = 0; i < s.input_ids.size();) {
+    if (s.labels[i] == kIgnoreIndex) {
+      masked += tok.id_to_token(s.input_ids[i++]);
+      continue;
+    }
+    std::string run;
+    for (; i < s.input_ids.size() && s.labels[i] != kIgnoreIndex; ++i) {
+      EXPECT_EQ(s.labels[i], s.input_ids[i]);
+      run += tok.id_to_token(s.input_ids[i]);
+    }
+    r.trained.push_back(run);
+    r.masked_before.push_back(masked);
+    masked.clear();
+  }
+  return r;
+}
+
+bool ends_with(const std::string& s, const std::string& x) {
+  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+}
+
+// Renders N random conversations with the real Jinja template (python) and with esft.
+void check_jinja_parity(const std::string& family_dir, int n, int seed, const std::string& end_token,
+                        const std::vector<std::string>& headers) {
+  auto dir = test::temp_dir("chat-parity-" + family_dir);
+  auto tok_dir = test::shared_dir() / "tokenizers" / family_dir;
+  test::run_python("chat_template_parity.py", tok_dir.string() + " " + dir.string() + " " + std::to_string(n) + " " +
+                                                  std::to_string(seed));
+  auto convs = read_jsonl(dir / "convs.jsonl"), expected = read_jsonl(dir / "expected.jsonl");
+  ASSERT_EQ(convs.size(), size_t(n));
+  ASSERT_EQ(expected.size(), size_t(n));
+
+  DataOptions opt;
+  opt.model_dir = tok_dir;  // auto: the family from tokenizer_config.json
+  opt.tokenizer = byte_tokenizer();
+  opt.show_progress = false;
+  auto recs = encode_records(dir / "convs.jsonl", opt);
+  ASSERT_EQ(recs.size(), size_t(n));
+  int mismatches = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::string want = expected[i]["text"];
+    if (recs[i].text != want && mismatches++ < 5)
+      ADD_FAILURE() << "conversation " << i << ": " << convs[i].dump() << "\n jinja: " << json(want).dump()
+                    << "\n esft:  " << json(recs[i].text).dump();
+    EXPECT_EQ(opt.tokenizer->decode(recs[i].sample.input_ids), recs[i].text) << "ids cover the whole string";
+
+    // Loss mask: one trained run per trained assistant turn, opened by an assistant header and
+    // closed by the end token; nothing else trained.
+    int trained_turns = 0;
+    for (auto& m : convs[i]["messages"]) trained_turns += m["role"] == "assistant" && !m.contains("mask");
+    auto runs = trained_runs(recs[i].sample, *opt.tokenizer);
+    EXPECT_EQ(int(runs.trained.size()), trained_turns) << "conversation " << i << ": " << convs[i].dump();
+    for (size_t k = 0; k < runs.trained.size(); ++k) {
+      EXPECT_TRUE(ends_with(runs.trained[k], end_token)) << "conversation " << i << " run " << runs.trained[k];
+      bool after_header = false;
+      for (auto& h : headers) after_header |= ends_with(runs.masked_before[k], h);
+      EXPECT_TRUE(after_header) << "conversation " << i << " run " << k << " follows " << json(runs.masked_before[k]).dump();
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST(Chat, Qwen3MatchesJinjaTemplate) {
+  check_jinja_parity("qwen3", 300, 1, "<|im_end|>", {"<|im_start|>assistant\n"});
+}
+
+TEST(Chat, DeepseekV3MatchesJinjaTemplate) {
+  check_jinja_parity("deepseek-v3", 300, 2, "<｜end▁of▁sentence｜>", {"<｜Assistant｜>", "<｜tool▁outputs▁end｜>"});
+}
+
+// ---- hand-checked renderings and masks --------------------------------------------------------
+
+ChatMessage msg(const std::string& role, const std::string& content, bool train = true) {
+  ChatMessage m;
+  m.role = role;
+  m.content = content;
+  m.train = role == "assistant" && train;
+  return m;
+}
+
+RenderedChat render(const ChatFormat& f, const std::vector<ChatMessage>& msgs) { return make_chat_renderer(f)->render(msgs); }
+
+ChatFormat format(const std::string& name, const std::string& bos = "", const std::string& eos = "") {
+  ChatFormat f;
+  f.name = name;
+  f.bos_token = bos;
+  f.eos_token = eos;
+  return f;
+}
+
+TEST(Chat, QwenMasks) {
+  auto f = resolve_chat_format("auto", test::shared_dir() / "tokenizers" / "qwen3");
+  ASSERT_EQ(f.name, "qwen");
+  EXPECT_TRUE(f.qwen_think);
+  auto r = render(f, {msg("system", "S"), msg("user", "hi"), msg("assistant", "hello")});
+  EXPECT_EQ(r.text(),
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+            "hello<|im_end|>\n");
+  EXPECT_EQ(r.trained_text(), "<think>\n\n</think>\n\nhello<|im_end|>") << "header and the newline after <|im_end|> masked";
+
+  // "mask": 1 on the first answer; the earlier turn loses its think block (before the last query)
+  r = render(f, {msg("user", "a"), msg("assistant", "<think>x</think>b", false), msg("user", "c"), msg("assistant", "d")});
+  EXPECT_EQ(r.text(), "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n"
+                      "<|im_start|>assistant\n<think>\n\n</think>\n\nd<|im_end|>\n");
+  EXPECT_EQ(r.trained_text(), "<think>\n\n</think>\n\nd<|im_end|>");
+
+  // Qwen2.5-style: default system prompt, no think rules
+  ChatFormat q25 = format("qwen");
+  q25.qwen_default_system = "You are Qwen.";
+  r = render(q25, {msg("user", "hi"), msg("assistant", "<think>x</think>y")});
+  EXPECT_EQ(r.text(), "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+                      "<think>x</think>y<|im_end|>\n");
+  EXPECT_EQ(r.trained_text(), "<think>x</think>y<|im_end|>");
+}
+
+TEST(Chat, DeepseekMasks) {
+  auto f = resolve_chat_format("auto", test::shared_dir() / "tokenizers" / "deepseek-v3");
+  ASSERT_EQ(f.name, "deepseek");
+  auto r = render(f, {msg("system", "S1"), msg("user", "q"), msg("system", "S2"), msg("assistant", "a")});
+  EXPECT_EQ(r.text(), "<｜begin▁of▁sentence｜>S1\n\nS2<｜User｜>q<｜Assistant｜>a<｜end▁of▁sentence｜>");
+  EXPECT_EQ(r.trained_text(), "a<｜end▁of▁sentence｜>");
+}
+
+TEST(Chat, EsftReferenceFormat) {
+  auto f = format("esft", "<s>", "</s>");
+  auto r = render(f, {msg("user", "  q1 \n"), msg("assistant", "\n a1 "), msg("user", "q2"), msg("assistant", "a2", false)});
+  EXPECT_EQ(r.text(), "<s>User: q1\n\nAssistant: a1</s>User: q2\n\nAssistant: a2</s>");
+  EXPECT_EQ(r.trained_text(), " a1</s>");
+  // The reference encodes each piece on its own: [bos] + enc(user) + enc(" a") + [eos] ...
+  test::ByteTokenizer tok(kSpecials, true);
+  auto s = encode_rendered(r, tok);
+  std::vector<int32_t> want = {*tok.token_to_id("<s>")};
+  for (auto piece : {"User: q1\n\nAssistant:", " a1"})
+    for (auto id : tok.encode(piece)) want.push_back(id);
+  want.push_back(*tok.token_to_id("</s>"));
+  EXPECT_EQ(std::vector<int32_t>(s.input_ids.begin(), s.input_ids.begin() + want.size()), want);
+  EXPECT_EQ(s.labels[0], kIgnoreIndex) << "BOS masked";
+  EXPECT_EQ(s.labels[want.size() - 1], *tok.token_to_id("</s>")) << "EOS trained";
+}
+
+TEST(Chat, Glm45) {
+  auto f = format("glm4", "", "<|endoftext|>");
+  auto r = render(f, {msg("system", "S"), msg("user", "q"), msg("assistant", "<think>r</think>\n a "), msg("user", "q2"),
+                      msg("assistant", "<think>\nr2\n</think>a2")});
+  EXPECT_EQ(r.text(), "[gMASK]<sop><|system|>\nS<|user|>\nq<|assistant|>\n<think></think>\na<|user|>\nq2<|assistant|>\n"
+                      "<think>r2</think>\na2<|endoftext|>");
+  // the model ends a turn by emitting the next <|user|> (or EOS at the end)
+  EXPECT_EQ(r.trained_text(), "\n<think></think>\na<|user|>\n<think>r2</think>\na2<|endoftext|>");
+  r = render(f, {msg("user", "q"), msg("assistant", "   ", false)});
+  EXPECT_EQ(r.text(), "[gMASK]<sop><|user|>\nq<|assistant|>\n<think></think><|endoftext|>");
+  EXPECT_EQ(r.trained_text(), "");
+}
+
+TEST(Chat, GptOssHarmony) {
+  auto f = format("gpt-oss", "<|startoftext|>", "<|return|>");
+  f.harmony_date = "2025-01-02";
+  auto a2 = msg("assistant", "a2");
+  a2.thinking = "t";
+  auto a1 = msg("assistant", "a1");
+  a1.thinking = "dropped: only the last message keeps its analysis";
+  auto r = render(f, {msg("system", "S"), msg("user", "q"), a1, msg("user", "q2"), a2});
+  const std::string sys =
+      "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n"
+      "Current date: 2025-01-02\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be "
+      "included for every message.<|end|>";
+  EXPECT_EQ(r.text(), sys + "<|start|>developer<|message|># Instructions\n\nS\n\n<|end|><|start|>user<|message|>q<|end|>"
+                            "<|start|>assistant<|channel|>final<|message|>a1<|end|><|start|>user<|message|>q2<|end|>"
+                            "<|start|>assistant<|channel|>analysis<|message|>t<|end|>"
+                            "<|start|>assistant<|channel|>final<|message|>a2<|return|>");
+  EXPECT_EQ(r.trained_text(), "<|channel|>final<|message|>a1<|end|><|channel|>analysis<|message|>t<|end|>"
+                              "<|start|>assistant<|channel|>final<|message|>a2<|return|>");
+  EXPECT_THROW(render(f, {msg("user", "q"), msg("assistant", "<|channel|>final<|message|>x")}), Error);
+  // no system message, no developer block
+  r = render(f, {msg("user", "q"), msg("assistant", "a")});
+  EXPECT_EQ(r.text(), sys + "<|start|>user<|message|>q<|end|><|start|>assistant<|channel|>final<|message|>a<|return|>");
+}
+
+TEST(Chat, Mixtral) {
+  auto f = format("mixtral", "<s>", "</s>");
+  auto r = render(f, {msg("system", "S"), msg("user", "q"), msg("assistant", "a"), msg("user", "q2"), msg("assistant", "a2")});
+  EXPECT_EQ(r.text(), "<s> [INST] S\n\nq [/INST] a</s> [INST] q2 [/INST] a2</s>");
+  EXPECT_EQ(r.trained_text(), " a</s> a2</s>");
+  f.mixtral_spaces = false;  // the first v0.1 template
+  EXPECT_EQ(render(f, {msg("user", "q"), msg("assistant", "a")}).text(), "<s>[INST] q [/INST]a</s>");
+  EXPECT_THROW(render(f, {msg("user", "q"), msg("user", "q")}), Error);
+  EXPECT_THROW(render(f, {msg("assistant", "a")}), Error);
+}
+
+TEST(Chat, UnsupportedRoleNamesTheMessage) {
+  try {
+    render(format("mixtral", "<s>", "</s>"), {msg("user", "q"), msg("tool", "t")});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("message 1"), std::string::npos) << e.what();
+  }
+}
+
+// ---- encoding: boundaries that are not next to a control token -------------------------------
+
+TEST(Chat, StraddlingTokenGoesToTheTrainedSide) {
+  test::ByteTokenizer tok(kSpecials, /*merge "\n\n"*/ true);
+  RenderedChat r;
+  r.add_special("<|im_start|>", false);
+  r.add("assistant\n", false);
+  r.add("\nHello", true);
+  r.add_special("<|im_end|>", true);
+  r.add("x\n", false);
+  r.add("\nbye", true);
+  auto s = encode_rendered(r, tok);
+  EXPECT_EQ(s.input_ids, tok.encode(r.text())) << "ids are the whole string's";
+  std::string trained;
+  for (size_t i = 0; i < s.input_ids.size(); ++i)
+    if (s.labels[i] != kIgnoreIndex) trained += tok.id_to_token(s.input_ids[i]);
+  EXPECT_EQ(trained, "\n\nHello<|im_end|>\n\nbye") << "the merged \\n\\n tokens hold trained text";
+
+  // trained text followed by masked text, straddling: still trained
+  RenderedChat r2;
+  r2.add("ab\n", true);
+  r2.add("\ncd", false);
+  auto s2 = encode_rendered(r2, tok);
+  EXPECT_EQ(s2.input_ids, tok.encode("ab\n\ncd"));
+  EXPECT_EQ(s2.labels, (std::vector<int32_t>{'a', 'b', 999, kIgnoreIndex, kIgnoreIndex}));
+}
+
+// ---- --chat-format auto ---------------------------------------------------------------------
+
+TEST(Chat, AutoFormatFromModelDirectory) {
+  auto root = test::temp_dir("chat-auto");
+  auto model = [&](const std::string& name, const std::string& model_type, const json& tok_config) {
+    auto d = root / name;
+    fs::create_directories(d);
+    write_file_atomic(d / "config.json", json{{"model_type", model_type}}.dump());
+    if (!tok_config.is_null()) write_file_atomic(d / "tokenizer_config.json", tok_config.dump());
+    return d;
+  };
+  EXPECT_EQ(resolve_chat_format("auto", model("q", "qwen3_moe", nullptr)).name, "qwen");
+  EXPECT_EQ(resolve_chat_format("auto", model("q2", "qwen2_moe", nullptr)).name, "qwen");
+  EXPECT_EQ(resolve_chat_format("auto", model("g", "glm4_moe", nullptr)).name, "glm4");
+  EXPECT_EQ(resolve_chat_format("auto", model("o", "gpt_oss", nullptr)).name, "gpt-oss");
+  EXPECT_EQ(resolve_chat_format("auto", model("m", "mixtral", nullptr)).name, "mixtral");
+  EXPECT_EQ(resolve_chat_format("auto", model("d3", "deepseek_v3", nullptr)).name, "deepseek");
+  EXPECT_EQ(resolve_chat_format("auto", model("olmoe", "olmoe", nullptr)).name, "esft") << "unknown family: reference format";
+  // DeepSeek-V2(-Lite) chat template is the ESFT format; V2.5's is V3's
+  json v2 = {{"bos_token", "<｜begin▁of▁sentence｜>"},
+             {"eos_token", "<｜end▁of▁sentence｜>"},
+             {"chat_template", "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ 'User: ' + "
+                               "message['content'] + '\\n\\n' }}{% endif %}{% endfor %}"}};
+  auto e = resolve_chat_format("auto", model("d2", "deepseek_v2", v2));
+  EXPECT_EQ(e.name, "esft");
+  EXPECT_EQ(e.bos_token, "<｜begin▁of▁sentence｜>");
+  json v25 = {{"chat_template", "{{ bos_token }}{{'<｜User｜>' + message['content']}}"}};
+  EXPECT_EQ(resolve_chat_format("auto", model("d25", "deepseek_v2", v25)).name, "deepseek");
+  // Qwen2.5's default system prompt and no think rules
+  json q25 = {{"eos_token", "<|im_end|>"},
+              {"chat_template", "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] "
+                                "+ '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba "
+                                "Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"}};
+  auto q = resolve_chat_format("auto", model("q25", "qwen2", q25));
+  EXPECT_EQ(q.qwen_default_system, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+  EXPECT_FALSE(q.qwen_think);
+  // No config.json: the tokenizer's template or control tokens
+  EXPECT_EQ(resolve_chat_format("auto", test::shared_dir() / "tokenizers" / "gpt-oss").name, "gpt-oss");
+  // Explicit names and aliases
+  EXPECT_EQ(resolve_chat_format("chatml", {}).name, "qwen");
+  EXPECT_EQ(resolve_chat_format("harmony", {}).name, "gpt-oss");
+  EXPECT_EQ(resolve_chat_format("esft", model("q3", "qwen3_moe", nullptr)).name, "esft");
+  EXPECT_THROW(resolve_chat_format("llama3", {}), Error);
+}
+
+}  // namespace
