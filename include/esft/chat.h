@@ -5,8 +5,9 @@
 // Families and their templates (rendered strings equal transformers' apply_chat_template(...,
 // tokenize=False) for the family's Jinja template):
 //   esft      the ESFT reference's plain format: [BOS] "User: {q}\n\nAssistant:" masked,
-//             " {a}" + EOS trained (contents stripped, as utils.py does); it is also DeepSeek-V2's
-//             chat format. A system message is rendered as "{s}\n\n" before the first turn.
+//             " {a}" + EOS trained (contents stripped, pieces encoded separately, BOS labelled
+//             with its own id, all as utils.py does); it is also DeepSeek-V2's chat format. A
+//             system message is rendered as "{s}\n\n" before the first turn.
 //   qwen      ChatML (Qwen2 / Qwen2.5 / Qwen3 / their MoE variants), with the Qwen3 <think> rules
 //             when the model's template has them, and Qwen2's default system prompt when it has one.
 //   deepseek  DeepSeek-V3 (and V2.5): <｜User｜> / <｜Assistant｜> ... <｜end▁of▁sentence｜>.
@@ -86,7 +87,10 @@ const std::vector<std::string>& chat_format_names();
 
 // Resolves --chat-format NAME against a model directory (config.json: model_type/architectures;
 // tokenizer_config.json: bos/eos tokens, add_bos_token, chat_template). `auto` picks the family
-// from model_type, else from markers in the chat template, else falls back to esft.
+// of the chat template when there is one; else the model type's family when the tokenizer has
+// that family's control tokens (<|im_start|>, <｜User｜>, ...); else esft (e.g. a base model
+// with its own tokenizer). Options (Qwen3 think rules, a default system prompt, Mixtral's
+// spacing) come from the model's template when it is of the chosen family.
 // tokenizer_dir, when given, is where tokenizer_config.json is looked for first.
 ChatFormat resolve_chat_format(const std::string& name, const fs::path& model_dir,
                                const fs::path& tokenizer_dir = {});

@@ -100,6 +100,7 @@ nlohmann::json read_json_or_null(const fs::path& p) {
 struct ModelTextInfo {
   std::string model_type, architecture, chat_template, bos, eos;
   std::string added_tokens;  // tokenizer_config.json added_tokens_decoder contents, one per line
+  fs::path tokenizer_json;
   bool has_tokenizer_config = false, add_bos = false;
 };
 
@@ -108,6 +109,8 @@ ModelTextInfo read_model_text_info(const fs::path& model_dir, const fs::path& to
   std::vector<fs::path> dirs;
   if (!tokenizer_dir.empty()) dirs.push_back(tokenizer_dir);
   if (!model_dir.empty()) dirs.push_back(model_dir);
+  for (auto& d : dirs)
+    if (info.tokenizer_json.empty() && fs::is_regular_file(d / "tokenizer.json")) info.tokenizer_json = d / "tokenizer.json";
   for (auto& d : dirs) {
     auto tc = read_json_or_null(d / "tokenizer_config.json");
     if (tc.is_null()) continue;
@@ -159,6 +162,17 @@ std::string family_from_added_tokens(const std::string& tokens) {
   if (has("[gMASK]")) return "glm4";
   if (has("<|channel|>")) return "gpt-oss";
   return "";
+}
+
+// Does the tokenizer have the family's control tokens? (A base model with a custom tokenizer,
+// like the bundled tiny example, has none: it gets the reference format.)
+bool tokenizer_has_controls(const ModelTextInfo& info, const std::string& family) {
+  const char* token = family == "qwen" ? "<|im_start|>" : family == "deepseek" ? "<｜User｜>"
+                    : family == "glm4" ? "<|assistant|>" : family == "gpt-oss" ? "<|channel|>" : nullptr;
+  if (!token) return true;  // esft and mixtral write their markers as plain text
+  if (info.added_tokens.find(std::string(token) + "\n") != std::string::npos) return true;
+  if (info.tokenizer_json.empty()) return false;
+  return read_file(info.tokenizer_json).find("\"" + std::string(token) + "\"") != std::string::npos;
 }
 
 std::string family_from_model(const ModelTextInfo& info) {
@@ -215,10 +229,15 @@ ChatFormat resolve_chat_format(const std::string& name, const fs::path& model_di
          name);
   auto info = read_model_text_info(model_dir, tokenizer_dir);
   if (family == "auto") {
-    family = family_from_model(info);
-    if (family.empty()) family = family_from_template(info.chat_template);
+    // The chat template is what the model was tuned with; without one, the model type's format
+    // if the tokenizer has its control tokens; else the ESFT reference's plain format.
+    family = family_from_template(info.chat_template);
+    if (family.empty()) {
+      family = family_from_model(info);
+      if (!family.empty() && !tokenizer_has_controls(info, family)) family = "esft";
+    }
     if (family.empty()) family = family_from_added_tokens(info.added_tokens);
-    if (family.empty()) family = "esft";  // the reference's plain format
+    if (family.empty()) family = "esft";
   }
   ChatFormat f;
   f.name = family;

@@ -26,8 +26,10 @@ void check_roles(const std::vector<ChatMessage>& msgs, std::initializer_list<con
 
 // ---- esft: the reference's utils.get_formatted_input_and_target ------------------------------
 // [bos] "User: " + q.strip() + "\n\nAssistant:" (masked) " " + a.strip() (+ eos) (trained),
-// each piece encoded on its own. System messages (not in the reference) render as DeepSeek-V2's
-// chat template does: "{s}\n\n".
+// each piece encoded on its own. BOS keeps its own id as label (the reference's target starts
+// with [bos]; it is never predicted within its sample, but causal packing trains it after the
+// previous sample's EOS, as the reference does). System messages (not in the reference) render
+// as DeepSeek-V2's chat template does: "{s}\n\n".
 class EsftRenderer : public ChatRenderer {
  public:
   explicit EsftRenderer(ChatFormat f) : f_(std::move(f)) {}
@@ -35,7 +37,7 @@ class EsftRenderer : public ChatRenderer {
     check_roles(msgs, {"system", "user", "assistant"}, "esft");
     RenderedChat r;
     r.segmentwise = true;
-    r.add_special(f_.bos_token, false);
+    r.add_special(f_.bos_token, true);
     for (auto& m : msgs) {
       if (m.role == "system")
         r.add_piece(py::strip(m.content) + "\n\n", false);

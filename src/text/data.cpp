@@ -85,8 +85,9 @@ struct Parsed {
 
 std::shared_ptr<const Tokenizer> load_tokenizer(const DataOptions& opt) {
   if (opt.tokenizer) return opt.tokenizer;
-  // TEMPORARY until Tokenizer::from_file/from_model_dir land (src/text/tokenizer*.cpp)
-  fail("this build cannot load tokenizers yet");
+  if (!opt.tokenizer_file.empty()) return Tokenizer::from_file(opt.tokenizer_file);
+  if (!opt.model_dir.empty()) return Tokenizer::from_model_dir(opt.model_dir);
+  fail("no model directory or tokenizer file was given");
 }
 
 fs::path tokenizer_dir(const DataOptions& opt) {

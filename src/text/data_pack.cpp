@@ -97,7 +97,8 @@ std::vector<size_t> select_scoring_samples(const std::vector<Sample>& samples, i
 // none:     one sample per row, at its own length (the batcher pads rows to the batch's longest).
 // document: samples concatenated greedily into rows of at most max_length (a sample that does not
 //           fit starts a new row); positions restart and doc_ids differ per sample, so attention
-//           never crosses samples.
+//           never crosses samples. The first label of each sample is masked: under the shifted
+//           loss it would be predicted from the previous sample's last token.
 // causal:   the ESFT reference's get_examples_from_buffer_pad, in file order: windows of exactly
 //           max_length filled with consecutive samples; a sample longer than the room left is cut
 //           to the room (truncation left keeps its tail, as the reference does; right keeps its
@@ -124,7 +125,7 @@ Span fit(const Sample& s, size_t room, bool keep_tail) {
 void append(PackedRow& row, const Span& sp, int32_t doc, bool restart_positions) {
   for (size_t i = 0; i < sp.n; ++i) {
     row.input_ids.push_back(sp.s->input_ids[sp.begin + i]);
-    row.labels.push_back(sp.s->labels[sp.begin + i]);
+    row.labels.push_back(restart_positions && i == 0 ? kIgnoreIndex : sp.s->labels[sp.begin + i]);
     row.position_ids.push_back(restart_positions ? int32_t(i) : int32_t(row.position_ids.size()));
     row.doc_ids.push_back(doc);
   }

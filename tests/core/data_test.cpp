@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "byte_tokenizer.h"
@@ -109,7 +110,8 @@ TEST(Data, PackingModes) {
   EXPECT_EQ(doc[0].input_ids, (std::vector<int32_t>{1, 2, 3, 4, 5}));
   EXPECT_EQ(doc[0].position_ids, (std::vector<int32_t>{0, 1, 2, 0, 1})) << "positions restart per document";
   EXPECT_EQ(doc[0].doc_ids, (std::vector<int32_t>{0, 0, 0, 1, 1}));
-  EXPECT_EQ(doc[0].labels, (std::vector<int32_t>{-100, 2, 3, 4, 5}));
+  EXPECT_EQ(doc[0].labels, (std::vector<int32_t>{-100, 2, 3, -100, 5}))
+      << "a sample's first label is masked: it would be predicted from the previous sample";
 
   o.packing = "causal";
   o.truncation = "left";
@@ -216,20 +218,20 @@ TEST(Data, EveryRecordFormat) {
   opt.tokenizer = tok;
   const std::vector<std::pair<std::string, Decoded>> cases = {
       {R"({"messages": [{"role": "user", "content": " q "}, {"role": "assistant", "content": "a"}]})",
-       {"<s>User: q\n\nAssistant: a</s>", " a</s>"}},
+       {"<s>User: q\n\nAssistant: a</s>", "<s> a</s>"}},
       {R"({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "mask": 1}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]})",
-       {"<s>S\n\nUser: q\n\nAssistant: a</s>User: q2\n\nAssistant: a2</s>", " a2</s>"}},
+       {"<s>S\n\nUser: q\n\nAssistant: a</s>User: q2\n\nAssistant: a2</s>", "<s> a2</s>"}},
       {R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": false}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "2"}], "weight": 1}]})",
-       {"<s>User: q\n\nAssistant: a</s>User: q2\n\nAssistant: a2</s>", " a2</s>"}},
+       {"<s>User: q\n\nAssistant: a</s>User: q2\n\nAssistant: a2</s>", "<s> a2</s>"}},
       {R"({"system": "S", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]})",
-       {"<s>S\n\nUser: q\n\nAssistant: a</s>", " a</s>"}},
-      {R"({"instruction": "do", "input": "this", "output": "done"})", {"<s>User: do\nthis\n\nAssistant: done</s>", " done</s>"}},
-      {R"({"instruction": "do", "input": "", "output": "done"})", {"<s>User: do\n\nAssistant: done</s>", " done</s>"}},
+       {"<s>S\n\nUser: q\n\nAssistant: a</s>", "<s> a</s>"}},
+      {R"({"instruction": "do", "input": "this", "output": "done"})", {"<s>User: do\nthis\n\nAssistant: done</s>", "<s> done</s>"}},
+      {R"({"instruction": "do", "input": "", "output": "done"})", {"<s>User: do\n\nAssistant: done</s>", "<s> done</s>"}},
       {R"({"query": "q", "response": "r", "history": [["q0", "r0"]]})",
-       {"<s>User: q0\n\nAssistant: r0</s>User: q\n\nAssistant: r</s>", " r0</s> r</s>"}},
+       {"<s>User: q0\n\nAssistant: r0</s>User: q\n\nAssistant: r</s>", "<s> r0</s> r</s>"}},
       {R"({"prompt": "P ", "completion": "C"})", {"<s>P C</s>", "C</s>"}},
       {R"({"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]})",
-       {"<s>User: q\n\nAssistant: a</s>", " a</s>"}},
+       {"<s>User: q\n\nAssistant: a</s>", "<s> a</s>"}},
       {R"({"text": "plain text"})", {"<s>plain text</s>", "<s>plain text</s>"}},
   };
   std::string content;
@@ -368,6 +370,30 @@ TEST(Data, CacheHitOnSecondLoad) {
     write_file_atomic(e.path(), b.substr(0, b.size() - 3));
   }
   EXPECT_EQ(load_samples(dir / "d.jsonl", opt).size(), 51u);
+}
+
+TEST(Data, EsftFormatMatchesReferenceCode) {
+  // utils.get_formatted_input_and_target of the ESFT repository, run in python on the same
+  // records with the same (DeepSeek-V3) tokenizer: identical ids and labels.
+  auto dir = test::temp_dir("data-esft-ref");
+  auto tok_dir = test::shared_dir() / "tokenizers" / "deepseek-v3";
+  test::run_python("data_reference.py", "esft " + tok_dir.string() + " " + dir.string() + " 300 7");
+  DataOptions opt;
+  opt.model_dir = tok_dir;
+  opt.chat_format = "esft";
+  opt.show_progress = false;
+  auto samples = load_samples(dir / "esft.jsonl", opt);
+  std::ifstream in(dir / "esft_expected.jsonl");
+  std::string line;
+  size_t i = 0;
+  for (; std::getline(in, line); ++i) {
+    auto want = nlohmann::json::parse(line);
+    ASSERT_LT(i, samples.size());
+    EXPECT_EQ(nlohmann::json(samples[i].input_ids), want["input_ids"]) << "record " << i;
+    EXPECT_EQ(nlohmann::json(samples[i].labels), want["labels"]) << "record " << i;
+  }
+  EXPECT_EQ(i, samples.size());
+  EXPECT_EQ(i, 300u);
 }
 
 }  // namespace
