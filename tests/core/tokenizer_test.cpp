@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -136,13 +137,21 @@ void expect_same_strings(const std::vector<std::string>& ours, const std::vector
 
 fs::path shared_tokenizer(const std::string& name) { return test::shared_dir() / "tokenizers" / name; }
 
-// Reference data, generated once per test run.
+// Reference data, generated once per test run. ESFT_TOKENIZER_SEED / ESFT_TOKENIZER_BYTES pick
+// another corpus (for soak runs; the default is what CI checks).
+std::string corpus_args() {
+  std::string a;
+  if (const char* s = std::getenv("ESFT_TOKENIZER_SEED")) a += std::string(" --seed ") + s;
+  if (const char* b = std::getenv("ESFT_TOKENIZER_BYTES")) a += std::string(" --bytes ") + b;
+  return a;
+}
+
 const fs::path& shared_reference() {
   static fs::path dir;
   static std::once_flag once;
   std::call_once(once, [] {
     dir = test::temp_dir("tokenizer-ref");
-    std::string args = dir.string();
+    std::string args = corpus_args() + " " + dir.string();
     for (const char* n : {"qwen3", "gpt-oss", "deepseek-v3"})
       args += std::string(" ") + n + "=" + (shared_tokenizer(n) / "tokenizer.json").string();
     test::run_python("tokenizer_reference.py", args);
@@ -155,7 +164,7 @@ const fs::path& variant_reference() {
   static std::once_flag once;
   std::call_once(once, [] {
     dir = test::temp_dir("tokenizer-variants");
-    test::run_python("tokenizer_variants.py", dir.string());
+    test::run_python("tokenizer_variants.py", dir.string() + corpus_args());
   });
   return dir;
 }
@@ -366,6 +375,48 @@ TEST(TokenizerRegex, UnsupportedConstructsFailNamingThem) {
   expect_fail("[[:alpha:]]", "POSIX");
   expect_fail("(ab", "missing ')'");
   expect_fail("*a", "target of repeat");
+}
+
+// ---- SentencePiece ----
+
+TEST(SentencePiece, TrainedModelMatchesHfConvertedTokenizer) {
+  fs::path dir = test::temp_dir("tokenizer-spm");
+  test::run_python("tokenizer_spm_reference.py", "text " + (dir / "train.txt").string());
+  // A Llama/Mixtral-like model: BPE, byte fallback, digits split, whitespace kept as is.
+  std::string cmd = "spm_train --input=" + (dir / "train.txt").string() + " --model_prefix=" + (dir / "tokenizer").string() +
+                    " --vocab_size=600 --model_type=bpe --byte_fallback=true --split_digits=true"
+                    " --remove_extra_whitespaces=false --normalization_rule_name=identity"
+                    " --character_coverage=0.9995 --minloglevel=2 > " + (dir / "spm_train.log").string() + " 2>&1";
+  ASSERT_EQ(test::run(cmd), 0) << cmd << "\n" << read_file(dir / "spm_train.log");
+  test::run_python("tokenizer_spm_reference.py", "reference " + dir.string() + " " + (dir / "tokenizer.model").string());
+
+  // tokenizer.model through the sentencepiece library, and the converted tokenizer.json through
+  // our BPE: both must give HF's ids (special strings such as <s> in the text included).
+  auto spm_tok = Tokenizer::from_model_dir(dir);  // no tokenizer.json there: tokenizer.model
+  check_against_reference(*spm_tok, dir, "spm");
+  auto json_tok = Tokenizer::from_file(dir / "spm.json");
+  check_against_reference(*json_tok, dir, "spm");
+
+  // On text without special strings, SentencePiece's own ids.
+  auto docs = read_strings(dir / "corpus.bin");
+  auto sp_ids = read_id_lists(dir / "spm.sp_ids.bin");
+  size_t compared = 0;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    bool has_special = false;
+    for (const auto& s : spm_tok->special_tokens()) has_special |= docs[i].find(s) != std::string::npos;
+    if (has_special) continue;
+    ++compared;
+    EXPECT_EQ(spm_tok->encode(docs[i]), sp_ids[i]) << "document " << i;
+  }
+  EXPECT_GT(compared, docs.size() / 2);
+
+  // The model's own bos/eos.
+  ASSERT_TRUE(spm_tok->bos_id && spm_tok->eos_id);
+  EXPECT_EQ(spm_tok->bos_token, "<s>");
+  EXPECT_EQ(spm_tok->eos_token, "</s>");
+  EXPECT_EQ(spm_tok->token_to_id("<s>"), spm_tok->bos_id);
+  EXPECT_EQ(spm_tok->token_to_id("</s>"), spm_tok->eos_id);
+  EXPECT_FALSE(spm_tok->token_to_id("no such piece").has_value());
 }
 
 // ---- load-time errors ----

@@ -14,6 +14,7 @@ SPECIAL_STRINGS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>",
     "<|fim_prefix|>", "<|vision_pad|>", "<|startoftext|>", "<|return|>", "<|channel|>", "<|message|>",
     "<|start|>", "<|end|>", "<|call|>", "<|constrain|>", "<|reserved_200000|>", "<|endofprompt|>",
+    "<s>", "</s>", "<unk>", "[INST]", "[/INST]",
     "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", "<｜User｜>", "<｜Assistant｜>",
     "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>",
     "<｜tool▁outputs▁begin｜>", "<｜fim▁hole｜>", "<｜place▁holder▁no▁17｜>", "<think>\n", "<|place▁holder",
