@@ -11,11 +11,11 @@ DEVICE=${DEVICE:-cpu}
 MODEL=tests/data/tiny-qwen3-moe
 rm -rf "$OUT"
 
-"$ESFT" score --model "$MODEL" --data tests/data/tiny-intent-train.tokens.jsonl \
+"$ESFT" score --model "$MODEL" --data tests/data/tiny-intent-train.jsonl --chat-format esft \
   --n-sample-tokens 4096 --device "$DEVICE" --output "$OUT/scores"
 "$ESFT" select --scores "$OUT/scores" --score-function token --top-p 0.2 --output "$OUT/expert_config.json"
-"$ESFT" train --model "$MODEL" --data tests/data/tiny-intent-train.tokens.jsonl \
-  --eval-dataset tests/data/tiny-intent-eval.tokens.jsonl \
+"$ESFT" train --model "$MODEL" --data tests/data/tiny-intent-train.jsonl --chat-format esft \
+  --eval-dataset tests/data/tiny-intent-eval.jsonl \
   --expert-config "$OUT/expert_config.json" --output "$OUT/train" --device "$DEVICE" \
   --learning-rate 1e-3 --max-steps 40 --micro-batch-size 4 --global-batch-size 8 --max-length 256 \
   --eval-steps 20 --save-steps 20 --save-full

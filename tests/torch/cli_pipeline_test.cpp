@@ -29,7 +29,10 @@ TEST(CliPipeline, ScoreSelectTrain) {
   std::string common = " --model " + model.string() + " --data " + (data_dir() / "tiny-intent-train.tokens.jsonl").string() +
                        " --device cpu";
 
-  ASSERT_EQ(test::run(bin + " score" + common + " --n-sample-tokens 1500 --output " + (out / "scores").string()), 0);
+  // Scoring reads the conversations through the text front end (ESFT reference format).
+  std::string text_data = " --model " + model.string() + " --data " + (data_dir() / "tiny-intent-train.jsonl").string() +
+                          " --chat-format esft --device cpu";
+  ASSERT_EQ(test::run(bin + " score" + text_data + " --n-sample-tokens 1500 --output " + (out / "scores").string()), 0);
   // Layer 0 is dense (mlp_only_layers), layers 1..3 are MoE.
   EXPECT_FALSE(fs::exists(out / "scores/rank_0/expert_weights_0.txt"));
   size_t n_lines = 0;
