@@ -177,7 +177,7 @@ class Parser {
   }
 
   NodePtr parse() {
-    NodePtr n = parse_alt(false, false);
+    NodePtr n = parse_alt(false);
     if (i_ < p_.size()) error("unmatched ')'");
     return n;
   }
@@ -237,18 +237,18 @@ class Parser {
   }
 
   // alternation := concat ('|' concat)*
-  NodePtr parse_alt(bool icase, bool in_group) {
+  NodePtr parse_alt(bool icase) {
     auto alt = std::make_unique<Node>(Node::kAlt);
-    alt->kids.push_back(parse_concat(icase, in_group));
+    alt->kids.push_back(parse_concat(icase));
     while (peek() == '|') {
       ++i_;
-      alt->kids.push_back(parse_concat(icase, in_group));
+      alt->kids.push_back(parse_concat(icase));
     }
     if (alt->kids.size() == 1) return std::move(alt->kids[0]);
     return alt;
   }
 
-  NodePtr parse_concat(bool icase, bool in_group) {
+  NodePtr parse_concat(bool icase) {
     auto cat = std::make_unique<Node>(Node::kConcat);
     while (!at_end() && peek() != '|' && peek() != ')') {
       // An inline option (?i) applies to the rest of the enclosing group, alternatives included:
@@ -259,12 +259,12 @@ class Parser {
         bool on = icase;
         if (parse_flags(on) && peek() == ')') {
           ++i_;
-          cat->kids.push_back(parse_alt(on, in_group));
+          cat->kids.push_back(parse_alt(on));
           break;
         }
         i_ = save;
       }
-      NodePtr atom = parse_atom(icase, in_group);
+      NodePtr atom = parse_atom(icase);
       cat->kids.push_back(parse_quantifiers(std::move(atom)));
     }
     check_multi_fold(*cat);
@@ -318,7 +318,7 @@ class Parser {
     return any;
   }
 
-  NodePtr parse_atom(bool icase, bool in_group) {
+  NodePtr parse_atom(bool icase) {
     char32_t c = peek();
     switch (c) {
       case '(': return parse_group(icase);
@@ -351,7 +351,7 @@ class Parser {
   NodePtr parse_group(bool icase) {
     ++i_;  // (
     if (peek() != '?') {
-      NodePtr n = parse_alt(icase, true);
+      NodePtr n = parse_alt(icase);
       expect_close();
       return n;
     }
@@ -359,7 +359,7 @@ class Parser {
     char32_t c = peek();
     if (c == ':') {
       ++i_;
-      NodePtr n = parse_alt(icase, true);
+      NodePtr n = parse_alt(icase);
       expect_close();
       return n;
     }
@@ -367,7 +367,7 @@ class Parser {
       ++i_;
       auto n = std::make_unique<Node>(c == '>' ? Node::kAtomic : Node::kLook);
       n->negative = c == '!';
-      n->kids.push_back(parse_alt(icase, true));
+      n->kids.push_back(parse_alt(icase));
       expect_close();
       return n;
     }
@@ -377,7 +377,7 @@ class Parser {
       while (!at_end() && peek() != close) ++i_;
       if (at_end()) error("unterminated group name");
       ++i_;
-      NodePtr n = parse_alt(icase, true);
+      NodePtr n = parse_alt(icase);
       expect_close();
       return n;
     }
@@ -389,7 +389,7 @@ class Parser {
     bool on = icase;
     if (parse_flags(on) && peek() == ':') {
       ++i_;
-      NodePtr n = parse_alt(on, true);
+      NodePtr n = parse_alt(on);
       expect_close();
       return n;
     }
@@ -568,7 +568,7 @@ class Parser {
   // \d \s \w \h (and negations) and \p{..}: fills s. Returns false if the escape is not one.
   bool class_escape(CharSet& s, bool icase) {
     char32_t c = peek();
-    auto gc_of = [](uint8_t key) { return GeneralCategory(key & prop::kCategoryMask); };  // may be >= kNumCategories
+    auto gc_of = [](uint8_t key) { return GeneralCategory(key & prop::kCategoryMask); };
     switch (c) {
       case 'd':
       case 'D':
@@ -841,9 +841,10 @@ class Compiler {
   }
 };
 
-// Classes that can start a match (nullptr result: any position may start one).
+// Collects the classes a match of n can start with; returns true when n can match without
+// consuming anything (then what follows n may start the match too). A true result for the
+// whole pattern means any position may start a match, so no first-character filter is used.
 bool first_classes(const Node& n, std::vector<int>& out) {
-  // Returns true when n can match without consuming (callers then continue with what follows).
   switch (n.kind) {
     case Node::kSet: out.push_back(n.cls); return false;
     case Node::kConcat:

@@ -174,8 +174,12 @@ void HfTokenizer::load_added_tokens(const nlohmann::json& arr) {
       added_.push_back(t);
     }
   }
-  raw_matcher_.build(added_, false);
-  normalized_matcher_.build(added_, true);
+  try {
+    raw_matcher_.build(added_, false);
+    normalized_matcher_.build(added_, true);
+  } catch (const Error& e) {
+    fail("{}: {}", file_, e.what());
+  }
 }
 
 std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
@@ -183,10 +187,7 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
     fail("tokenizer: input text is not valid UTF-8 (byte {})", bad);
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  thread_local std::vector<AddedTokenMatcher::Split> raw_splits, norm_splits;
-  std::vector<AddedTokenMatcher::Split> raw, norm;
-  raw.swap(raw_splits);  // (re-entrancy safe: take the scratch, give it back at the end)
-  norm.swap(norm_splits);
+  thread_local std::vector<AddedTokenMatcher::Split> raw, norm;
   raw_matcher_.split(text, added_, raw);
   std::string normalized;
   for (const auto& r : raw) {
@@ -211,8 +212,6 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
       }
     }
   }
-  raw.swap(raw_splits);
-  norm.swap(norm_splits);
   return ids;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 
 #include "esft/error.h"
@@ -137,6 +138,21 @@ void expect_same_strings(const std::vector<std::string>& ours, const std::vector
 
 fs::path shared_tokenizer(const std::string& name) { return test::shared_dir() / "tokenizers" / name; }
 
+// Each shared tokenizer is loaded once per test run (loading gpt-oss's 28 MB file is the slow part).
+const Tokenizer& loaded_tokenizer(const std::string& name, double* load_seconds = nullptr) {
+  static std::mutex mu;
+  static std::map<std::string, std::pair<std::unique_ptr<Tokenizer>, double>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[name];
+  if (!slot.first) {
+    auto t0 = std::chrono::steady_clock::now();
+    slot.first = Tokenizer::from_model_dir(shared_tokenizer(name));
+    slot.second = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  if (load_seconds) *load_seconds = slot.second;
+  return *slot.first;
+}
+
 // Reference data, generated once per test run. ESFT_TOKENIZER_SEED / ESFT_TOKENIZER_BYTES pick
 // another corpus (for soak runs; the default is what CI checks).
 std::string corpus_args() {
@@ -213,15 +229,14 @@ void check_against_reference(const Tokenizer& tok, const fs::path& ref, const st
 class SharedTokenizer : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SharedTokenizer, EncodeDecodeMatchHfOnCorpus) {
-  auto t0 = std::chrono::steady_clock::now();
-  auto tok = Tokenizer::from_model_dir(shared_tokenizer(GetParam()));
-  double load = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double load = 0;
+  const Tokenizer& tok = loaded_tokenizer(GetParam(), &load);
   std::printf("[ %s ] loaded in %.3f s\n", GetParam().c_str(), load);
-  check_against_reference(*tok, shared_reference(), GetParam());
+  check_against_reference(tok, shared_reference(), GetParam());
 }
 
 TEST_P(SharedTokenizer, SpecialTokensInsideText) {
-  auto tok = Tokenizer::from_model_dir(shared_tokenizer(GetParam()));
+  const Tokenizer* tok = &loaded_tokenizer(GetParam());
   auto specials = tok->special_tokens();
   ASSERT_FALSE(specials.empty());
   for (const std::string& sp : {specials.front(), specials.back()}) {
@@ -241,7 +256,7 @@ TEST_P(SharedTokenizer, SpecialTokensInsideText) {
 
 TEST_P(SharedTokenizer, ConfigSpecialTokensAndChatTemplate) {
   fs::path dir = shared_tokenizer(GetParam());
-  auto tok = Tokenizer::from_model_dir(dir);
+  const Tokenizer* tok = &loaded_tokenizer(GetParam());
   auto cfg = nlohmann::json::parse(read_file(dir / "tokenizer_config.json"));
   auto text_of = [](const nlohmann::json& v) -> std::string {
     if (v.is_string()) return v.get<std::string>();
@@ -318,7 +333,7 @@ TEST(TokenizerUnicode, Utf8Lossy) {
 }
 
 TEST(TokenizerUnicode, InvalidUtf8InputFailsNamingTheByte) {
-  auto tok = Tokenizer::from_model_dir(shared_tokenizer("qwen3"));
+  const Tokenizer* tok = &loaded_tokenizer("qwen3");
   try {
     tok->encode("abc\xFF");
     ADD_FAILURE() << "no error";
