@@ -22,6 +22,9 @@
 //   <|end|>, GLM's next <|user|>/<|observation|>): trained. The newline ChatML puts after
 //   <|im_end|> is masked: generation stops at <|im_end|>, so the model never produces it.
 //   Qwen3 / GLM <think> blocks of a trained turn are trained (the model generates them).
+//
+// Roles: system, user, assistant everywhere; tool results (role "tool") in qwen, deepseek and
+// glm4, as their templates render them. Assistant tool calls are not supported (an error).
 #pragma once
 #include <memory>
 #include <optional>

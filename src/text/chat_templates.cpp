@@ -264,12 +264,13 @@ class HarmonyRenderer : public ChatRenderer {
     auto message = [&](const std::string& header, const std::string& body, const char* end, bool trained_from_channel,
                        bool trained_start) {
       // header: "system" or "assistant<|channel|>final": split at control tokens.
+      static const std::string kChannel = "<|channel|>";
       r.add_special("<|start|>", trained_start);
-      size_t ch = header.find("<|channel|>");
+      size_t ch = header.find(kChannel);
       r.add(header.substr(0, ch), trained_start);
       if (ch != std::string::npos) {
-        r.add_special("<|channel|>", trained_from_channel);
-        r.add(header.substr(ch + 11), trained_from_channel);
+        r.add_special(kChannel, trained_from_channel);
+        r.add(header.substr(ch + kChannel.size()), trained_from_channel);
       }
       r.add_special("<|message|>", trained_from_channel);
       r.add(body, trained_from_channel);

@@ -1,6 +1,7 @@
 // jsonl file -> samples: records are parsed and encoded in parallel (all cores), with a progress
 // bar, and cached (data_cache.h). Record formats: jsonl_records.h; chat formats: esft/chat.h.
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -31,7 +32,8 @@ struct Line {
 std::vector<Line> split_lines(const std::string& content) {
   std::vector<Line> lines;
   int64_t number = 0;
-  for (size_t pos = 0; pos < content.size();) {
+  const size_t start = content.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;  // a UTF-8 byte order mark
+  for (size_t pos = start; pos < content.size();) {
     size_t end = content.find('\n', pos);
     if (end == std::string::npos) end = content.size();
     ++number;
@@ -43,9 +45,12 @@ std::vector<Line> split_lines(const std::string& content) {
   return lines;
 }
 
+// The cores this process may run on (a SLURM or container CPU set), not the whole host's.
 int thread_count(const DataOptions& opt) {
   if (opt.num_threads > 0) return opt.num_threads;
-  return std::max(1u, std::thread::hardware_concurrency());
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 // Runs fn(i) for i in [0, n) on `threads` threads; fn must not throw. The calling thread draws the

@@ -316,8 +316,8 @@ TEST(Data, TextWithoutTokenizerIsAClearError) {
     EXPECT_NE(m.find("d.jsonl:2"), std::string::npos) << m;
     EXPECT_NE(m.find("tokenizer is needed"), std::string::npos) << m;
   }
-  write_file_atomic(dir / "t.jsonl", "{\"input_ids\": [1, 2]}\n{\"input_ids\": [3], \"labels\": null}\n");
-  EXPECT_EQ(load_samples(dir / "t.jsonl", {}).size(), 2u) << "pre-tokenized data needs no tokenizer";
+  write_file_atomic(dir / "t.jsonl", "\xEF\xBB\xBF{\"input_ids\": [1, 2]}\r\n{\"input_ids\": [3], \"labels\": null}\r\n");
+  EXPECT_EQ(load_samples(dir / "t.jsonl", {}).size(), 2u) << "pre-tokenized data needs no tokenizer (BOM, CRLF)";
 }
 
 TEST(Data, CacheHitOnSecondLoad) {
