@@ -22,13 +22,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! "$ESFT_VENV/bin/python" -c 'import torch, transformers, tokenizers, safetensors, numpy, jinja2, sys
-sys.exit(0 if torch.__version__.startswith("2.11.0") and transformers.__version__ == "5.17.0" else 1)' 2>/dev/null; then
-  echo "setup: creating Python env at $ESFT_VENV (torch 2.11.0, transformers 5.17.0)"
+# (Re)install when the env is missing or scripts/requirements.txt changed since it was filled.
+req_hash=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$ESFT_VENV/bin/python" ] || [ "$(cat "$ESFT_VENV/.esft-requirements" 2>/dev/null)" != "$req_hash" ]; then
+  echo "setup: filling the Python env at $ESFT_VENV from scripts/requirements.txt (torch 2.11.0, transformers 5.17.0, ...)"
   mkdir -p "$(dirname "$ESFT_VENV")"
-  python3 -m venv "$ESFT_VENV"
+  [ -x "$ESFT_VENV/bin/python" ] || python3 -m venv "$ESFT_VENV"
   "$ESFT_VENV/bin/pip" install -q --upgrade pip
   "$ESFT_VENV/bin/pip" install -q -r scripts/requirements.txt
+  echo "$req_hash" > "$ESFT_VENV/.esft-requirements"
 fi
 
 TORCH_PREFIX=$("$ESFT_VENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
