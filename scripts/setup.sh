@@ -13,7 +13,8 @@ ESFT_BUILD=${ESFT_BUILD:-build}
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config python3-venv
-      libcxxopts-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsentencepiece-dev libgtest-dev)
+      libcxxopts-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsentencepiece-dev libgtest-dev
+      sentencepiece)  # spm_train, used by the SentencePiece tokenizer test
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
