@@ -26,13 +26,19 @@ struct TrainOptions {
   int64_t eval_steps = 0, save_steps = 0, save_total_limit = 2, log_steps = 1;
   bool save_full = false;
   int64_t stop_after = 0;  // > 0: checkpoint and exit after this step (time-sliced jobs)
+  double peak_tflops = 989;  // accelerator peak for the MFU estimate (H100/H200 dense bf16); 0 = no MFU
 };
 
 void run_training(const TrainOptions& opt);
 
+// Checks an expert selection against the model: every layer key an MoE layer, every id a routed
+// expert. Errors name `source` (the expert_config.json) and the key at fault.
+class MoeModel;
+struct ExpertSelection;
+void check_expert_selection(const ExpertSelection& sel, const MoeModel& model, const fs::path& source);
+
 // Writes a complete HF checkpoint of `model` to dir (config.json and tokenizer files copied
 // from model_dir), atomically.
-class MoeModel;
 void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir,
                            size_t max_shard_bytes = size_t(5000) * 1000 * 1000);
 

@@ -39,11 +39,15 @@ int cmd_merge(int argc, char** argv) {
   for (auto req : {"model", "adapter", "output"})
     if (!a.count(req)) fail("--{} is required (see --help)", req);
   fs::path model_dir = a["model"].as<std::string>(), adapter = a["adapter"].as<std::string>();
-  if (!fs::exists(adapter / "model.safetensors")) fail("{}: no model.safetensors (not an esft adapter?)", adapter.string());
+  if (!fs::exists(model_dir / "config.json")) fail("--model {}: no config.json (not a Hugging Face checkpoint directory)", model_dir.string());
+  if (!fs::exists(adapter / "model.safetensors")) fail("--adapter {}: no model.safetensors (not an esft adapter?)", adapter.string());
   // fp32 on CPU: exports are cast back to each tensor's checkpoint dtype, so nothing is lost.
   auto model = load_model(model_dir, LoadOptions{"cpu", at::kFloat});
-  if (fs::exists(adapter / "expert_config.json"))
-    model->configure_training(ExpertSelection::from_json_file(adapter / "expert_config.json"));
+  if (fs::exists(adapter / "expert_config.json")) {
+    auto sel = ExpertSelection::from_json_file(adapter / "expert_config.json");
+    check_expert_selection(sel, *model, adapter / "expert_config.json");
+    model->configure_training(sel);
+  }
   model->load_adapter_tensors(load_safetensors(adapter / "model.safetensors"));
   write_full_checkpoint(*model, model_dir, a["output"].as<std::string>(), parse_size(a["max-shard-size"].as<std::string>()));
   log_info("wrote " + a["output"].as<std::string>());

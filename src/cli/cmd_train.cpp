@@ -1,4 +1,6 @@
 // esft train: fine-tune only the selected experts (ESFT).
+#include <fmt/ranges.h>
+
 #include <cxxopts.hpp>
 
 #include "esft/cli.h"
@@ -24,8 +26,11 @@ int cmd_train(int argc, char** argv) {
     ("chat-format", "chat format for conversation records", cxxopts::value<std::string>()->default_value(d.chat_format))
     ("skip-bad-lines", "skip malformed jsonl lines (counted) instead of stopping")
     ("max-length", "tokens per row", cxxopts::value<int64_t>()->default_value(std::to_string(d.max_length)))
-    ("packing", "none (one sample per row), causal (concatenate, attend across samples, as the ESFT reference) or "
-                "document (concatenate, attention and positions reset per sample)", cxxopts::value<std::string>()->default_value(d.packing))
+    ("packing", "none (one sample per row, padded), causal (concatenate samples into rows that attend across sample "
+                "boundaries, as the ESFT reference does) or document (concatenate, but attention and positions reset "
+                "per sample). document is the default: it wastes no compute on padding like causal, yet each sample "
+                "is trained exactly as it is seen at inference, without context leaking in from unrelated samples",
+     cxxopts::value<std::string>()->default_value(d.packing))
     ("truncation", "over-long samples keep their head (right) or tail (left)", cxxopts::value<std::string>()->default_value(d.truncation));
   o.add_options("Optimisation")
     ("learning-rate", "peak learning rate (the ESFT paper uses 1e-5)", cxxopts::value<double>()->default_value("1e-5"))
@@ -49,10 +54,13 @@ int cmd_train(int argc, char** argv) {
     ("eval-steps", "evaluate every N steps (0: only at the end)", cxxopts::value<int64_t>()->default_value("0"))
     ("save-steps", "checkpoint every N steps (0: none)", cxxopts::value<int64_t>()->default_value("0"))
     ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(std::to_string(d.save_total_limit)))
-    ("log-steps", "log a line every N steps", cxxopts::value<int64_t>()->default_value("1"))
+    ("log-steps", "log a line every N steps (metrics.jsonl gets every step)", cxxopts::value<int64_t>()->default_value("1"))
+    ("peak-tflops", "accelerator peak TFLOP/s for the MFU in the log (on cuda): MFU = 6 * active parameters * "
+                    "tokens/s / peak; the default is H100/H200 dense bf16; 0 hides MFU", cxxopts::value<double>()->default_value("989"))
     ("save-full", "also write a complete HF checkpoint to OUT/full")
     ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value("0"))
-    ("resume", "continue from a checkpoint directory, or a run directory's newest checkpoint", cxxopts::value<std::string>())
+    ("resume", "continue from a checkpoint directory (OUT/checkpoints/step-N), or OUT to take its newest checkpoint; "
+               "with the same flags the result equals an uninterrupted run", cxxopts::value<std::string>())
     ("h,help", "show this help");
   // clang-format on
   auto a = o.parse(argc, argv);
@@ -95,8 +103,25 @@ int cmd_train(int argc, char** argv) {
   t.log_steps = a["log-steps"].as<int64_t>();
   t.save_full = a.count("save-full") > 0;
   t.stop_after = a["stop-after"].as<int64_t>();
+  t.peak_tflops = a["peak-tflops"].as<double>();
   ESFT_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "--warmup-ratio must be in [0, 1]");
   ESFT_CHECK(t.max_length > 0 && t.epochs > 0, "--max-length and --epochs must be positive");
+  // Flag values checked here so a typo fails before data and model load.
+  auto one_of = [](const std::string& flag, const std::string& v, std::initializer_list<const char*> ok) {
+    for (auto o : ok)
+      if (v == o) return;
+    fail("--{} \"{}\": expected one of {}", flag, v, fmt::join(ok, ", "));
+  };
+  one_of("lr-scheduler", t.lr_scheduler, {"constant", "cosine", "linear"});
+  one_of("packing", t.packing, {"none", "causal", "document"});
+  one_of("truncation", t.truncation, {"right", "left"});
+  ESFT_CHECK(t.lr >= 0 && t.min_lr >= 0 && t.min_lr <= t.lr, "--learning-rate and --min-lr must be >= 0, with --min-lr <= --learning-rate");
+  ESFT_CHECK(t.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 disables clipping)");
+  ESFT_CHECK(t.micro_batch >= 1 && t.global_batch >= 0, "--micro-batch-size must be >= 1 and --global-batch-size >= 0");
+  ESFT_CHECK(t.max_steps >= 0 && t.eval_steps >= 0 && t.save_steps >= 0 && t.save_total_limit >= 0 && t.stop_after >= 0,
+             "--max-steps, --eval-steps, --save-steps, --save-total-limit and --stop-after must be >= 0");
+  ESFT_CHECK(t.adamw.beta1 >= 0 && t.adamw.beta1 < 1 && t.adamw.beta2 >= 0 && t.adamw.beta2 < 1 && t.adamw.eps > 0,
+             "--adam-beta1/--adam-beta2 must be in [0, 1) and --adam-eps > 0");
   run_training(t);
   return 0;
 }

@@ -1,10 +1,13 @@
 // expert_config.json -> ExpertSelection, validated so a typo fails before any GPU time is spent.
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <set>
 
 #include "esft/error.h"
 #include "esft/model.h"
+#include "esft/train.h"
 
 namespace esft {
 
@@ -39,6 +42,19 @@ ExpertSelection ExpertSelection::from_json_file(const fs::path& path) {
     *dst = j[k].get<bool>();
   }
   return sel;
+}
+
+void check_expert_selection(const ExpertSelection& sel, const MoeModel& model, const fs::path& source) {
+  auto moe = model.moe_layers();
+  for (auto& [layer, ids] : sel.experts) {
+    if (std::find(moe.begin(), moe.end(), layer) == moe.end())
+      fail("{}: experts[\"{}\"]: layer {} is not an MoE layer of this {} model (MoE layers: {})", source.string(), layer,
+           layer, model.architecture(), fmt::join(moe, ", "));
+    for (int id : ids)
+      if (id >= model.n_routed_experts())
+        fail("{}: experts[\"{}\"] holds expert {}, but the model has {} routed experts per layer (ids 0..{})",
+             source.string(), layer, id, model.n_routed_experts(), model.n_routed_experts() - 1);
+  }
 }
 
 }  // namespace esft

@@ -3,6 +3,11 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <fstream>
 
 #include "esft/data.h"
@@ -79,7 +84,38 @@ void write_adapter(MoeModel& model, const fs::path& expert_config, const fs::pat
   replace_directory(tmp, dir);
 }
 
-void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, int64_t step) {
+// Everything that fixes which rows a step sees and which learning rate it uses. Saved with every
+// checkpoint; a resumed run compares it with its own so a changed flag does not go unnoticed.
+nlohmann::json run_position(const TrainOptions& opt, const LrSchedule& sched, int64_t n_rows, int64_t steps_per_epoch,
+                            int64_t global, int64_t micro, int64_t step) {
+  const int64_t next_batch = step % steps_per_epoch;
+  return {
+      {"step", step},
+      // the next step's place in the data: epoch (data order = python random.shuffle(seed + epoch)) and
+      // the first row of the next global batch within that order
+      {"epoch", step / steps_per_epoch},
+      {"batch_in_epoch", next_batch},
+      {"row_in_epoch", std::min(n_rows, next_batch * global)},
+      {"data_order", {{"seed", opt.seed}, {"shuffle", "python random.shuffle, seeded with seed + epoch"},
+                      {"rows", n_rows}, {"global_batch_size", global}, {"micro_batch_size", micro},
+                      {"steps_per_epoch", steps_per_epoch}, {"packing", opt.packing}, {"max_length", opt.max_length},
+                      {"truncation", opt.truncation}}},
+      {"lr_schedule", {{"kind", sched.kind}, {"peak", sched.peak}, {"min_lr", sched.min_lr},
+                       {"warmup_steps", sched.warmup_steps}, {"total_steps", sched.total_steps},
+                       {"next_lr", step < sched.total_steps ? sched.at(step) : 0.0}}},
+      // Training draws no random numbers (no dropout, deterministic routing), so the data order is
+      // the only random state, and it is a function of seed and epoch.
+      {"rng", "none besides the data order"},
+      {"optimizer", {{"name", "adamw"}, {"beta1", opt.adamw.beta1}, {"beta2", opt.adamw.beta2}, {"eps", opt.adamw.eps},
+                     {"weight_decay", opt.adamw.weight_decay}, {"max_grad_norm", opt.max_grad_norm}}},
+      {"model", fs::absolute(opt.model).string()},
+      {"data", fs::absolute(opt.data).string()},
+      {"expert_config", fs::absolute(opt.expert_config).string()},
+  };
+}
+
+void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, const nlohmann::json& position) {
+  const int64_t step = position["step"].get<int64_t>();
   auto dir = opt.output / "checkpoints" / fmt::format("step-{}", step);
   auto tmp = fresh_tmp(dir);
   // Exact fp32 master weights and optimizer state: what resume needs to continue bit for bit.
@@ -88,9 +124,7 @@ void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& op
   for (auto& [k, v] : optim.state_dict()) state.push_back({"optim." + k, v});
   save_safetensors(tmp / "train_state.safetensors", state);
   save_safetensors(tmp / "adapter.safetensors", model.adapter_tensors());
-  nlohmann::json meta = {{"step", step}, {"model", fs::absolute(opt.model).string()},
-                         {"expert_config", fs::absolute(opt.expert_config).string()}};
-  write_file_atomic(tmp / "trainer_state.json", meta.dump(2) + "\n");
+  write_file_atomic(tmp / "trainer_state.json", position.dump(2) + "\n");
   fs::copy_file(opt.expert_config, tmp / "expert_config.json");
   replace_directory(tmp, dir);
   // Keep the newest save_total_limit checkpoints.
@@ -102,6 +136,32 @@ void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& op
   }
   std::sort(all.begin(), all.end());
   for (size_t i = 0; opt.save_total_limit > 0 && i + opt.save_total_limit < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+// A resumed run continues exactly only under the settings the checkpoint was written with; name
+// every one that differs (the user may mean it, e.g. more steps, so this warns, not fails).
+void compare_run_position(const nlohmann::json& saved, const nlohmann::json& now, const fs::path& file) {
+  for (auto group : {"data_order", "lr_schedule", "optimizer"}) {
+    if (!saved.contains(group)) continue;
+    for (auto& [k, v] : now[group].items())
+      if (k != "next_lr" && saved[group].contains(k) && saved[group][k] != v)
+        log_warn(fmt::format("{}: {}.{} was {} when saved and is {} now: the run will not match an uninterrupted one",
+                             file.string(), group, k, saved[group][k].dump(), v.dump()));
+  }
+}
+
+// metrics.jsonl of a resumed run: drop the records of steps after the checkpoint (they are redone).
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string kept;
+  for (std::string l; std::getline(in, l);) {
+    if (l.empty()) continue;
+    auto j = nlohmann::json::parse(l, nullptr, false);
+    if (!j.is_discarded() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step)
+      kept += l + "\n";
+  }
+  write_file_atomic(path, kept);
 }
 
 // --resume DIR: a step-N checkpoint, or a run directory (its newest checkpoint).
@@ -121,11 +181,6 @@ fs::path find_resume_dir(const fs::path& p) {
   return best;
 }
 
-double peak_flops(const std::string& device) {
-  if (device.rfind("cuda", 0) != 0) return 0;
-  return 989e12;  // H100/H200 dense bf16
-}
-
 }  // namespace
 
 void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir, size_t max_shard_bytes) {
@@ -138,8 +193,13 @@ void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs:
 void run_training(const TrainOptions& opt) {
   auto rt = resolve_runtime(opt.device, opt.dtype);
   const int64_t micro = opt.micro_batch, global = opt.global_batch ? opt.global_batch : opt.micro_batch;
-  ESFT_CHECK(micro >= 1 && global % micro == 0, "--global-batch-size ({}) must be a multiple of --micro-batch-size ({})",
-             global, micro);
+  ESFT_CHECK(micro >= 1 && global >= micro && global % micro == 0,
+             "--global-batch-size ({}) must be a multiple of --micro-batch-size ({})", global, micro);
+  for (auto& [flag, path] : {std::pair{"--data", opt.data}, {"--model", opt.model}, {"--expert-config", opt.expert_config}})
+    if (!fs::exists(path)) fail("{} {}: no such file or directory", flag, path.string());
+  if (!opt.eval_data.empty() && !fs::exists(opt.eval_data))
+    fail("--eval-dataset {}: no such file", opt.eval_data.string());
+  if (!fs::exists(opt.model / "config.json")) fail("--model {}: no config.json (not a Hugging Face checkpoint directory)", opt.model.string());
   auto sel = ExpertSelection::from_json_file(opt.expert_config);  // validate before the slow parts
   fs::create_directories(opt.output);
 
@@ -163,6 +223,7 @@ void run_training(const TrainOptions& opt) {
 
   log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
   auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
+  check_expert_selection(sel, *model, opt.expert_config);
   model->configure_training(sel);
   auto params = model->trainable_tensors();
   ESFT_CHECK(!params.empty(), "{}: selects nothing to train", opt.expert_config.string());
@@ -170,14 +231,16 @@ void run_training(const TrainOptions& opt) {
   for (auto& p : params) n_trainable += p.tensor.numel();
   AdamW optim(params, opt.adamw);
 
-  const int64_t steps_per_epoch = (int64_t(rows.size()) + global - 1) / global;
+  // Like HF's Trainer without drop_last: the last global batch of an epoch may be short.
+  const int64_t n_rows = int64_t(rows.size()), steps_per_epoch = (n_rows + global - 1) / global;
   const int64_t total = opt.max_steps > 0 ? opt.max_steps : opt.epochs * steps_per_epoch;
   LrSchedule sched{opt.lr_scheduler, opt.lr, opt.min_lr, int64_t(std::ceil(opt.warmup_ratio * total)), total};
   sched.at(0);  // validates the scheduler name
   log_info(fmt::format("{} rows ({} packing, max length {}), {} steps of {} rows ({} micro-batches of {}); {} trainable "
                        "parameters in {} tensors",
-                       rows.size(), opt.packing, opt.max_length, total, global, global / micro, micro, n_trainable,
+                       n_rows, opt.packing, opt.max_length, total, global, global / micro, micro, n_trainable,
                        params.size()));
+  auto position = [&](int64_t step) { return run_position(opt, sched, n_rows, steps_per_epoch, global, micro, step); };
 
   int64_t start = 0;
   if (!opt.resume.empty()) {
@@ -190,15 +253,28 @@ void run_training(const TrainOptions& opt) {
     for (auto& p : params) {
       auto it = st.find("param." + p.name);
       if (it == st.end()) fail("{}: checkpoint has no weights for {} (different expert config?)", dir.string(), p.name);
+      ESFT_CHECK(it->second.sizes() == p.tensor.sizes(), "{}: {} has another shape than in this model", dir.string(), p.name);
       p.tensor.copy_(it->second);
     }
     optim.load_state_dict(optim_state);
     start = optim.steps();
-    log_info(fmt::format("resumed from {} at step {}", dir.string(), start));
+    if (fs::exists(dir / "trainer_state.json")) {
+      auto saved = nlohmann::json::parse(read_file(dir / "trainer_state.json"));
+      ESFT_CHECK(saved.value("step", int64_t(-1)) == start, "{}: trainer_state.json says step {}, the optimizer state {}",
+                 dir.string(), saved.value("step", int64_t(-1)), start);
+      compare_run_position(saved, position(start), dir / "trainer_state.json");
+    }
+    ESFT_CHECK(start <= total, "{} is at step {}, past the {} steps of this run", dir.string(), start, total);
+    log_info(fmt::format("resumed from {} at step {} (epoch {}, row {} of the epoch's order)", dir.string(), start,
+                         start / steps_per_epoch, std::min(n_rows, (start % steps_per_epoch) * global)));
   }
 
-  std::ofstream metrics(opt.output / "metrics.jsonl", start ? std::ios::app : std::ios::trunc);
-  ProgressBar bar("train", total, "step");
+  const fs::path metrics_path = opt.output / "metrics.jsonl";
+  if (start) truncate_metrics(metrics_path, start);
+  std::ofstream metrics(metrics_path, start ? std::ios::app : std::ios::trunc);
+  ESFT_CHECK(metrics.good(), "{}: cannot write", metrics_path.string());
+  ProgressBar bar("train", total - start, "step");
+  const double active = double(model->active_parameters());
   std::vector<size_t> order;
   int64_t order_epoch = -1;
   for (int64_t step = start; step < total; ++step) {
@@ -217,33 +293,41 @@ void run_training(const TrainOptions& opt) {
     auto t0 = std::chrono::steady_clock::now();
     optim.zero_grad();
     double loss_sum = 0;
-    int64_t n_tokens = 0;
+    int64_t n_tokens = 0, n_counted = 0;
     for (size_t m = 0; m < batch_rows.size(); m += micro) {
       std::vector<size_t> idx(batch_rows.begin() + m, batch_rows.begin() + std::min(batch_rows.size(), size_t(m + micro)));
       int64_t tok;
       auto out = model->forward(make_batch(rows, idx, &tok), ForwardOptions{false, nullptr, opt.router_aux_loss});
       n_tokens += tok;
+      n_counted += out.n_loss_tokens;
       if (n_items == 0) continue;
-      // HF num_items_in_batch semantics: token-sum over the global batch / its label count.
+      // HF num_items_in_batch semantics: token-sum over the global batch / its label count, so
+      // accumulating micro batches gives exactly the gradient of the whole batch.
       auto loss = out.loss_sum / double(n_items);
       loss.backward();
       loss_sum += out.loss_sum.item<double>();
     }
+    ESFT_CHECK(n_counted == n_items, "step {}: the model counted {} loss tokens, the batch holds {}", step + 1, n_counted,
+               n_items);
+    if (n_items == 0) log_warn(fmt::format("step {}: no label tokens in this batch: nothing to learn, the weights stay as they are", step + 1));
     double gnorm = clip_grad_norm(params, opt.max_grad_norm);
     double lr = sched.at(step);
     optim.step(lr);
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double loss = n_items ? loss_sum / n_items : 0, tps = n_tokens / std::max(dt, 1e-9);
-    nlohmann::json rec = {{"step", step + 1}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
-                          {"tokens", n_tokens}, {"tokens_per_s", tps}, {"epoch", epoch}};
+    nlohmann::json rec = {{"step", step + 1}, {"epoch", epoch}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
+                          {"tokens", n_tokens}, {"loss_tokens", n_items}, {"tokens_per_s", tps}, {"seconds", dt}};
     std::string line = fmt::format("step {}/{} | loss {:.4f} | grad_norm {:.4f} | lr {:.3e} | tok/s {:.0f}", step + 1,
                                    total, loss, gnorm, lr, tps);
-    if (double peak = peak_flops(rt.device)) {
-      double mfu = 6.0 * double(model->active_parameters()) * tps / peak;
+    if (rt.device != "cpu" && opt.peak_tflops > 0) {
+      // Model FLOPs utilisation: 6 * active parameters per token (2 forward + 4 backward), the
+      // usual estimate; it ignores attention's S^2 term and that frozen weights need no weight
+      // gradient, so it is an upper-bound style figure comparable across runs.
+      double mfu = 6.0 * active * tps / (opt.peak_tflops * 1e12);
       line += fmt::format(" | mfu {:.1f}%", 100 * mfu);
       rec["mfu"] = mfu;
     }
-    bool last = step + 1 == total;
+    const bool last = step + 1 == total;
     if (!eval_rows.empty() && ((opt.eval_steps > 0 && (step + 1) % opt.eval_steps == 0) || last)) {
       double el = eval_loss(*model, eval_rows, micro);
       line += fmt::format(" | eval_loss {:.4f}", el);
@@ -254,18 +338,18 @@ void run_training(const TrainOptions& opt) {
       log_info(line);
     }
     metrics << rec.dump() << "\n" << std::flush;
-    bar.update(step + 1, fmt::format("loss {:.4f}", loss));
-    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last) save_checkpoint(*model, optim, opt, step + 1);
+    bar.update(step + 1 - start, fmt::format("loss {:.4f}", loss));
+    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last) save_checkpoint(*model, optim, opt, position(step + 1));
     if (opt.stop_after > 0 && step + 1 == opt.stop_after && !last) {
       bar.finish();
-      if (opt.save_steps <= 0 || (step + 1) % opt.save_steps != 0) save_checkpoint(*model, optim, opt, step + 1);
+      if (opt.save_steps <= 0 || (step + 1) % opt.save_steps != 0) save_checkpoint(*model, optim, opt, position(step + 1));
       log_info(fmt::format("stopping after step {} as asked; continue with --resume {}", step + 1, opt.output.string()));
       return;
     }
   }
   bar.finish();
   if (double gib = peak_device_memory_gib(rt.device)) log_info(fmt::format("peak GPU memory {:.1f} GiB", gib));
-  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, total);
+  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, position(total));
   write_adapter(*model, opt.expert_config, opt.output / "adapter");
   log_info(fmt::format("wrote the adapter to {}", (opt.output / "adapter").string()));
   if (opt.save_full) {

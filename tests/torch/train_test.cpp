@@ -45,8 +45,19 @@ TEST(Train, FrozenUnchangedSelectedChangedAdapterExact) {
   auto dir = test::temp_dir("train-frozen");
   auto cfg = write_config(dir, R"({"experts": {"1": [0, 7], "3": [12]}, "shared_experts": false, "non_expert_modules": false})");
   ASSERT_EQ(train("--data " + kData.string() + " --expert-config " + cfg.string() + " --output " + (dir / "run").string() +
-                  " --max-steps 4 --micro-batch-size 2 --global-batch-size 4 --max-length 128 --learning-rate 1e-2 --save-full"),
+                  " --max-steps 4 --micro-batch-size 2 --global-batch-size 4 --max-length 128 --learning-rate 1e-2 --save-full"
+                  " --eval-dataset " + (test::source_dir() / "tests/data/tiny-intent-eval.tokens.jsonl").string() +
+                  " --eval-steps 3"),
             0);
+  // Evaluation every 3 steps and at the end; one metrics record per step.
+  auto m = metrics(dir / "run");
+  ASSERT_EQ(m.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(m[i]["step"], i + 1);
+    EXPECT_EQ(m[i].contains("eval_loss"), i == 2 || i == 3) << m[i].dump();
+  }
+  EXPECT_GT(m[2]["eval_loss"].get<double>(), 0);
+  EXPECT_NE(m[2]["eval_loss"], m[3]["eval_loss"]) << "the weights changed between the two evaluations";
   auto before = checkpoint_tensors(kModel), after = checkpoint_tensors(dir / "run/full");
   ASSERT_EQ(before.size(), after.size());
   std::set<std::string> selected;
@@ -151,6 +162,15 @@ TEST(Train, ResumeEqualsUninterruptedRun) {
   ASSERT_EQ(train(common + " --output " + (dir / "b").string() + " --stop-after 3"), 0);
   EXPECT_FALSE(fs::exists(dir / "b/adapter")) << "an interrupted run has no final adapter yet";
   ASSERT_TRUE(fs::exists(dir / "b/checkpoints/step-3"));
+  // 4 rows a step: after step 3 the next batch starts at row 12 of epoch 0's order.
+  auto state = nlohmann::json::parse(read_file(dir / "b/checkpoints/step-3/trainer_state.json"));
+  EXPECT_EQ(state["step"], 3);
+  EXPECT_EQ(state["epoch"], 0);
+  EXPECT_EQ(state["row_in_epoch"], 12);
+  EXPECT_EQ(state["data_order"]["seed"], 5934875);
+  EXPECT_EQ(state["lr_schedule"]["warmup_steps"], 2);
+  EXPECT_EQ(state["lr_schedule"]["total_steps"], 6);
+  fs::copy(dir / "b/checkpoints/step-3", dir / "step-3-copy", fs::copy_options::recursive);
   ASSERT_EQ(train(common + " --output " + (dir / "b").string() + " --resume " + (dir / "b").string()), 0);
   auto a = load_safetensors(dir / "a/adapter/model.safetensors"), b = load_safetensors(dir / "b/adapter/model.safetensors");
   ASSERT_EQ(a.size(), b.size());
@@ -158,6 +178,50 @@ TEST(Train, ResumeEqualsUninterruptedRun) {
   auto sa = load_safetensors(dir / "a/checkpoints/step-6/train_state.safetensors"),
        sb = load_safetensors(dir / "b/checkpoints/step-6/train_state.safetensors");
   for (auto& [n, t] : sa) EXPECT_TRUE(at::equal(t, sb[n])) << n << " (fp32 master / optimizer state) differs after resume";
+  auto check_metrics = [&](const std::string& what) {
+    auto ma = metrics(dir / "a"), mb = metrics(dir / "b");
+    ASSERT_EQ(ma.size(), 6u);
+    ASSERT_EQ(mb.size(), 6u) << what;
+    for (size_t i = 0; i < 6; ++i)
+      for (auto k : {"step", "loss", "grad_norm", "lr", "loss_tokens"}) EXPECT_EQ(ma[i][k], mb[i][k]) << what << " step " << i + 1 << " " << k;
+  };
+  check_metrics("after resume");
+
+  // Resuming the finished run again from the explicit step-3 directory redoes steps 4-6: the
+  // metrics of those steps are replaced, not duplicated, and the adapter is the same again.
+  ASSERT_EQ(train(common + " --output " + (dir / "b").string() + " --resume " + (dir / "step-3-copy").string()), 0);
+  check_metrics("after a second resume");
+  b = load_safetensors(dir / "b/adapter/model.safetensors");
+  for (auto& [n, t] : a) EXPECT_TRUE(at::equal(t, b[n])) << n << " differs after the second resume";
+
+  // Changing a flag that decides the trajectory is allowed but named.
+  auto log = dir / "warn.txt";
+  ASSERT_EQ(train(common + " --output " + (dir / "c").string() + " --resume " + (dir / "step-3-copy").string() +
+                  " --seed 7 2> " + log.string()),
+            0);
+  EXPECT_NE(read_file(log).find("data_order.seed was 5934875"), std::string::npos) << read_file(log);
+}
+
+TEST(Train, GradientAccumulationIsExact) {
+  // HF num_items_in_batch semantics: 4 micro batches of 1 row give the gradient of one batch of 4
+  // rows (token-sum / all label tokens of the step), even though the rows hold different numbers
+  // of label tokens. Averaging per micro batch would give another gradient norm.
+  auto dir = test::temp_dir("train-accum");
+  auto cfg = write_config(dir, R"({"experts": {"1": [0, 1], "3": [2]}})");
+  std::string common = "--data " + kData.string() + " --expert-config " + cfg.string() +
+                       " --max-steps 2 --global-batch-size 4 --packing none --learning-rate 1e-3 --max-grad-norm 0";
+  ASSERT_EQ(train(common + " --micro-batch-size 1 --output " + (dir / "accum").string()), 0);
+  ASSERT_EQ(train(common + " --micro-batch-size 4 --output " + (dir / "whole").string()), 0);
+  auto ma = metrics(dir / "accum"), mw = metrics(dir / "whole");
+  ASSERT_EQ(ma.size(), 2u);
+  ASSERT_EQ(mw.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(ma[i]["loss_tokens"], mw[i]["loss_tokens"]);
+    for (auto k : {"loss", "grad_norm"}) {
+      double x = ma[i][k].get<double>(), y = mw[i][k].get<double>();
+      EXPECT_NEAR(x, y, 1e-5 * std::abs(y)) << k << " at step " << i + 1;
+    }
+  }
 }
 
 TEST(Train, ClearErrors) {
@@ -178,6 +242,40 @@ TEST(Train, ClearErrors) {
                   " --global-batch-size 3 --micro-batch-size 2 2> " + log.string()),
             0);
   EXPECT_NE(read_file(log).find("multiple"), std::string::npos) << read_file(log);
+
+  // Expert ids beyond the model's 16 experts: the error names the file and the key.
+  fs::create_directories(dir / "range");
+  auto range = write_config(dir / "range", R"({"experts": {"2": [3, 16]}})");
+  EXPECT_NE(train("--data " + kData.string() + " --expert-config " + range.string() + " --output " + (dir / "r").string() +
+                  " --max-steps 1 2> " + log.string()),
+            0);
+  EXPECT_NE(read_file(log).find(range.string() + ": experts[\"2\"] holds expert 16"), std::string::npos) << read_file(log);
+  // Missing files name the flag and the path.
+  EXPECT_NE(train("--data " + (dir / "nope.jsonl").string() + " --expert-config " + range.string() + " --output " +
+                  (dir / "r").string() + " 2> " + log.string()),
+            0);
+  EXPECT_NE(read_file(log).find("--data " + (dir / "nope.jsonl").string()), std::string::npos) << read_file(log);
+  EXPECT_NE(test::run(test::esft_bin() + " merge --model " + kModel.string() + " --adapter " + (dir / "none").string() +
+                      " --output " + (dir / "m").string() + " 2> " + log.string()),
+            0);
+  EXPECT_NE(read_file(log).find("--adapter " + (dir / "none").string()), std::string::npos) << read_file(log);
+  // A bad flag value fails before anything loads.
+  EXPECT_NE(train("--data " + kData.string() + " --expert-config " + range.string() + " --output " + (dir / "r").string() +
+                  " --lr-scheduler cosin 2> " + log.string()),
+            0);
+  EXPECT_NE(read_file(log).find("--lr-scheduler \"cosin\""), std::string::npos) << read_file(log);
+  EXPECT_FALSE(fs::exists(dir / "r/metrics.jsonl"));
+}
+
+TEST(Train, HelpDocumentsDefaults) {
+  auto dir = test::temp_dir("train-help");
+  ASSERT_EQ(test::run(test::esft_bin() + " train --help > " + (dir / "train.txt").string()), 0);
+  ASSERT_EQ(test::run(test::esft_bin() + " merge --help > " + (dir / "merge.txt").string()), 0);
+  auto help = read_file(dir / "train.txt");
+  for (auto s : {"--adam-beta2 arg", "(default: 0.95)", "(default: 5934875)", "(default: 4096)", "(default: document)",
+                 "--max-grad-norm", "--resume", "--save-total-limit", "--warmup-ratio", "--min-lr", "--eval-dataset"})
+    EXPECT_NE(help.find(s), std::string::npos) << s;
+  EXPECT_NE(read_file(dir / "merge.txt").find("--adapter"), std::string::npos);
 }
 
 }  // namespace
