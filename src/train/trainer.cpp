@@ -84,6 +84,15 @@ void write_adapter(MoeModel& model, const fs::path& expert_config, const fs::pat
   replace_directory(tmp, dir);
 }
 
+// "step-N" -> N; -1 for anything else in checkpoints/ (temporaries, directories moved aside).
+int64_t checkpoint_step(const fs::path& dir) {
+  auto n = dir.filename().string();
+  if (n.size() <= 5 || n.compare(0, 5, "step-") != 0) return -1;
+  for (size_t i = 5; i < n.size(); ++i)
+    if (n[i] < '0' || n[i] > '9') return -1;
+  return std::stoll(n.substr(5));
+}
+
 // Everything that fixes which rows a step sees and which learning rate it uses. Saved with every
 // checkpoint; a resumed run compares it with its own so a changed flag does not go unnoticed.
 nlohmann::json run_position(const TrainOptions& opt, const LrSchedule& sched, int64_t n_rows, int64_t steps_per_epoch,
@@ -129,11 +138,8 @@ void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& op
   replace_directory(tmp, dir);
   // Keep the newest save_total_limit checkpoints.
   std::vector<std::pair<int64_t, fs::path>> all;
-  for (auto& e : fs::directory_iterator(opt.output / "checkpoints")) {
-    auto n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp.") == std::string::npos)
-      all.push_back({std::stoll(n.substr(5)), e.path()});
-  }
+  for (auto& e : fs::directory_iterator(opt.output / "checkpoints"))
+    if (e.is_directory() && checkpoint_step(e.path()) >= 0) all.push_back({checkpoint_step(e.path()), e.path()});
   std::sort(all.begin(), all.end());
   for (size_t i = 0; opt.save_total_limit > 0 && i + opt.save_total_limit < all.size(); ++i) fs::remove_all(all[i].second);
 }
@@ -171,13 +177,11 @@ fs::path find_resume_dir(const fs::path& p) {
   int64_t best_step = -1;
   if (fs::is_directory(p / "checkpoints"))
     for (auto& e : fs::directory_iterator(p / "checkpoints")) {
-      auto n = e.path().filename().string();
-      if (n.rfind("step-", 0) == 0 && n.find(".tmp.") == std::string::npos && fs::exists(e.path() / "train_state.safetensors")) {
-        int64_t s = std::stoll(n.substr(5));
-        if (s > best_step) best_step = s, best = e.path();
-      }
+      int64_t s = checkpoint_step(e.path());
+      if (s > best_step && fs::exists(e.path() / "train_state.safetensors")) best_step = s, best = e.path();
     }
-  if (best.empty()) fail("--resume {}: no checkpoint (train_state.safetensors) found there or under checkpoints/", p.string());
+  if (best.empty())
+    fail("--resume {}: no checkpoint (train_state.safetensors) there or in a checkpoints/step-N/ under it", p.string());
   return best;
 }
 

@@ -265,6 +265,12 @@ TEST(Train, ClearErrors) {
             0);
   EXPECT_NE(read_file(log).find("--lr-scheduler \"cosin\""), std::string::npos) << read_file(log);
   EXPECT_FALSE(fs::exists(dir / "r/metrics.jsonl"));
+  // --resume of a directory without checkpoints.
+  auto ok = write_config(dir / "range", R"({"experts": {"2": [3]}})");
+  EXPECT_NE(train("--data " + kData.string() + " --expert-config " + ok.string() + " --output " + (dir / "r").string() +
+                  " --resume " + (dir / "range").string() + " 2> " + log.string()),
+            0);
+  EXPECT_NE(read_file(log).find("--resume " + (dir / "range").string() + ": no checkpoint"), std::string::npos) << read_file(log);
 }
 
 TEST(Train, HelpDocumentsDefaults) {
