@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 
 namespace esft::test {
 
@@ -29,5 +30,13 @@ void run_python(const std::string& script, const std::string& args) {
 fs::path source_dir() { return ESFT_SOURCE_DIR; }
 fs::path shared_dir() { return ESFT_SHARED_DIR; }
 std::string esft_bin() { return ESFT_BIN; }
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
 
 }  // namespace esft::test

@@ -1,6 +1,9 @@
 // Helpers shared by the test executables.
 #pragma once
+#include <nlohmann/json.hpp>
+
 #include <string>
+#include <vector>
 
 #include "esft/fs.h"
 
@@ -15,5 +18,7 @@ void run_python(const std::string& script, const std::string& args);
 fs::path source_dir();
 fs::path shared_dir();
 std::string esft_bin();
+// Every non-empty line of a jsonl file, parsed.
+std::vector<nlohmann::json> read_jsonl(const fs::path& path);
 
 }  // namespace esft::test

@@ -30,14 +30,7 @@ std::shared_ptr<const Tokenizer> byte_tokenizer(bool merge_nn = false) {
   return std::make_shared<test::ByteTokenizer>(kSpecials, merge_nn);
 }
 
-std::vector<json> read_jsonl(const fs::path& p) {
-  std::vector<json> out;
-  std::ifstream in(p);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
-}
+using test::read_jsonl;
 
 struct Runs {
   std::vector<std::string> trained, masked_before;  // each trained run and the masked text before it

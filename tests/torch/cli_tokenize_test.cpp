@@ -13,14 +13,7 @@ using json = nlohmann::json;
 
 namespace {
 
-std::vector<json> read_jsonl(const fs::path& p) {
-  std::vector<json> out;
-  std::ifstream in(p);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
-}
+using test::read_jsonl;
 
 int tokenize(const std::string& args, const fs::path& err) {
   return test::run(test::esft_bin() + " tokenize " + args + " 2> " + err.string());

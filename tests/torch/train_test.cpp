@@ -34,12 +34,7 @@ int train(const std::string& args) {
   return test::run(test::esft_bin() + " train --model " + kModel.string() + " --device cpu " + args);
 }
 
-std::vector<nlohmann::json> metrics(const fs::path& run) {
-  std::ifstream in(run / "metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  for (std::string l; std::getline(in, l);) out.push_back(nlohmann::json::parse(l));
-  return out;
-}
+std::vector<nlohmann::json> metrics(const fs::path& run) { return test::read_jsonl(run / "metrics.jsonl"); }
 
 TEST(Train, FrozenUnchangedSelectedChangedAdapterExact) {
   auto dir = test::temp_dir("train-frozen");
