@@ -83,6 +83,8 @@ class MoeModel {
   virtual int n_routed_experts() const = 0;
   virtual int top_k() const = 0;
   virtual const at::Device& device() const = 0;
+  // Whether the family defines the router load-balancing loss (DeepSeek and GLM do not).
+  virtual bool has_router_aux_loss() const = 0;
   // Weights one token passes through (non-expert weights plus top_k routed experts per MoE
   // layer), for MFU: training costs about 6 * active_parameters FLOPs per token.
   virtual int64_t active_parameters() const = 0;

@@ -6,10 +6,19 @@
 
 namespace esft::nn {
 
-void ParamStore::add(const std::string& name, const at::Tensor& value, bool decay) {
+namespace {
+// HF Trainer's convention: no weight decay for biases and normalisation weights.
+bool decays(const std::string& name) {
+  bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  return !is_bias && name.find("norm") == std::string::npos;
+}
+}  // namespace
+
+void ParamStore::add(const std::string& name, const at::Tensor& value, ParamGroup group, bool keep_fp32) {
   ESFT_CHECK(!has(name), "duplicate weight {}", name);
   index_[name] = entries_.size();
-  entries_.push_back({name, value.to(device_, dtype_).contiguous(), value.scalar_type(), decay, false});
+  auto dt = keep_fp32 ? at::kFloat : dtype_;
+  entries_.push_back({name, value.to(device_, dt).contiguous(), value.scalar_type(), group, keep_fp32, decays(name), false});
 }
 
 ParamStore::Entry& ParamStore::entry(const std::string& name) {
@@ -23,23 +32,20 @@ const ParamStore::Entry& ParamStore::entry(const std::string& name) const {
 
 at::Tensor ParamStore::get(const std::string& name) const {
   const auto& e = entry(name);
-  return e.value.scalar_type() == dtype_ ? e.value : e.value.to(dtype_);
+  auto dt = e.keep_fp32 ? at::kFloat : dtype_;
+  return e.value.scalar_type() == dt ? e.value : e.value.to(dt);
 }
 
-void ParamStore::set_trainable(const std::string& name) {
-  auto& e = entry(name);
-  if (e.trainable) return;
-  e.value = e.value.to(at::kFloat).clone().detach().set_requires_grad(true);
-  e.trainable = true;
-}
-
-void ParamStore::set_all_trainable(const std::vector<std::string>& prefixes) {
-  for (auto& e : entries_)
-    for (auto& p : prefixes)
-      if (e.name.rfind(p, 0) == 0) {
-        set_trainable(e.name);
-        break;
-      }
+size_t ParamStore::set_group_trainable(ParamGroup group) {
+  size_t n = 0;
+  for (auto& e : entries_) {
+    if (e.group != group) continue;
+    ++n;
+    if (e.trainable) continue;
+    e.value = e.value.to(at::kFloat).clone().detach().set_requires_grad(true);
+    e.trainable = true;
+  }
+  return n;
 }
 
 std::vector<TrainableTensor> ParamStore::trainable() const {
@@ -64,10 +70,10 @@ void ParamStore::load(const std::string& name, const at::Tensor& value) {
   e.value.copy_(value.to(e.value.device(), e.value.scalar_type()));
 }
 
-std::vector<std::string> ParamStore::names() const {
-  std::vector<std::string> out;
-  for (auto& e : entries_) out.push_back(e.name);
-  return out;
+int64_t ParamStore::numel() const {
+  int64_t n = 0;
+  for (auto& e : entries_) n += e.value.numel();
+  return n;
 }
 
 }  // namespace esft::nn

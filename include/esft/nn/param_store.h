@@ -13,24 +13,33 @@
 
 namespace esft::nn {
 
+// Which switch of expert_config.json trains a weight.
+enum class ParamGroup {
+  NonExpert,     // "non_expert_modules": attention, norms, routers, dense MLPs, embeddings, lm_head
+  SharedExpert,  // "shared_experts": shared experts and their gates
+  Never,         // buffers that no switch trains (e.g. DeepSeek-V3's e_score_correction_bias)
+};
+
 class ParamStore {
  public:
   ParamStore(at::Device device, at::ScalarType dtype) : device_(device), dtype_(dtype) {}
 
-  // decay: whether weight decay applies when trained (false for norms and biases).
-  void add(const std::string& name, const at::Tensor& value, bool decay);
+  // keep_fp32: stored and returned in fp32 whatever the model dtype (HF _keep_in_fp32_modules).
+  void add(const std::string& name, const at::Tensor& value, ParamGroup group = ParamGroup::NonExpert,
+           bool keep_fp32 = false);
   bool has(const std::string& name) const { return index_.count(name) > 0; }
-  // The weight in the compute dtype (graph-connected to the master copy when trainable).
+  // The weight in the compute dtype (fp32 for keep_fp32 weights), graph-connected to the master
+  // copy when trainable.
   at::Tensor get(const std::string& name) const;
   // Same, or an undefined tensor when the model has no such weight (optional biases).
   at::Tensor get_opt(const std::string& name) const { return has(name) ? get(name) : at::Tensor(); }
 
-  void set_trainable(const std::string& name);
-  void set_all_trainable(const std::vector<std::string>& prefixes);  // names starting with any prefix
+  // Makes every weight of the group trainable; returns how many there were.
+  size_t set_group_trainable(ParamGroup group);
   std::vector<TrainableTensor> trainable() const;
   std::vector<HfTensor> export_tensors(bool only_trainable) const;  // original dtype
   void load(const std::string& name, const at::Tensor& value);      // overwrite values in place
-  std::vector<std::string> names() const;
+  int64_t numel() const;                                             // every weight's elements
 
   const at::Device& device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -40,7 +49,9 @@ class ParamStore {
     std::string name;
     at::Tensor value;
     at::ScalarType orig_dtype;
-    bool decay = true;
+    ParamGroup group;
+    bool keep_fp32 = false;
+    bool decay = true;  // weight decay applies when trained (not to norms and biases)
     bool trainable = false;
   };
   Entry& entry(const std::string& name);

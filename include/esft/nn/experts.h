@@ -1,0 +1,82 @@
+// Routed experts: the expert spec and the banks that compute them.
+//
+// Every family's experts are a gated MLP, y = down(act(gate(x)) * up(x)) (+ biases), held in one
+// internal layout: gate_up [E, 2I, H] (gate rows first, then up rows), down [E, H, I], optional
+// biases gate_up_bias [E, 2I], down_bias [E, H]. Checkpoint layouts (per-expert keys, fused v5
+// tensors, GPT-OSS's interleaved transposed tensors) are translated by the family's
+// ExpertCodec (expert_codec.h); the banks never see names.
+//
+// The experts of one MoE layer live in two stacked banks: a trainable one (fp32 master copies,
+// leaf tensors that require grad) and a frozen one (model dtype, no grad), so frozen experts
+// never get weight gradients or optimizer state. A slot is an expert's position in
+// [trainable ids..., frozen ids...]; the dispatcher groups rows by slot.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace esft::nn {
+
+enum class ExpertActivation {
+  SwiGLU,         // silu(gate) * up
+  ClampedSwiGLU,  // GPT-OSS: gate = min(gate, limit), up = clamp(up, -limit, limit), (up + 1) * gate * sigmoid(alpha * gate)
+};
+
+struct ExpertsSpec {
+  int64_t n_experts = 0, hidden = 0, inter = 0;
+  ExpertActivation activation = ExpertActivation::SwiGLU;
+  double alpha = 1.702, limit = 7.0;  // ClampedSwiGLU only
+  bool bias = false;                  // gate_up and down biases (GPT-OSS)
+};
+
+// One expert's weights, or a stack of them ([E, ...] leading dim), in the internal layout.
+struct ExpertWeights {
+  at::Tensor gate_up, down, gate_up_bias, down_bias;  // biases undefined without ExpertsSpec::bias
+};
+
+// act(gate) * up over [M, 2I] pre-activations (gate columns first). Shared with dense MLPs.
+at::Tensor gated_activation(const ExpertsSpec& spec, const at::Tensor& h_MF);
+
+class ExpertBanks {
+ public:
+  // all: every expert stacked in global id order, already on the device in the storage dtype.
+  // orig_dtype: the checkpoint's dtype, restored on export.
+  ExpertBanks(ExpertsSpec spec, ExpertWeights all, at::ScalarType orig_dtype);
+
+  const ExpertsSpec& spec() const { return spec_; }
+  at::ScalarType orig_dtype() const { return orig_dtype_; }
+  // Moves the given global ids into the trainable bank (fp32 master copies), the rest frozen.
+  void split(const std::vector<int>& trainable_ids);
+  const std::vector<int64_t>& trainable_ids() const { return train_.ids; }
+  int64_t n_slots() const { return spec_.n_experts; }
+  // [E] int64 on the device: global expert id -> slot.
+  const at::Tensor& slot_of_expert() const { return slot_of_expert_; }
+  // Whether compute() needs the per-slot row counts on the host.
+  bool needs_host_counts(const at::Tensor& x) const;
+
+  // Expert outputs for rows grouped by slot; counts_E per slot (device), host_counts when needed.
+  at::Tensor compute(const at::Tensor& x_MH, const at::Tensor& counts_E, const std::vector<int64_t>& host_counts) const;
+
+  // The trainable bank's leaf tensors: gate_up, down (and biases), fp32.
+  ExpertWeights trainable() const;
+  // One expert's weights in the storage precision (trainable ones: their fp32 master copy).
+  ExpertWeights expert(int64_t e) const;
+  // Overwrites one expert's weights (any bank); shapes must match.
+  void set_expert(int64_t e, const ExpertWeights& w);
+
+ private:
+  struct Bank {
+    std::vector<int64_t> ids;  // global expert ids, in bank order
+    ExpertWeights w;
+  };
+  std::pair<const Bank*, int64_t> locate(int64_t e) const;
+  void rebuild_slots();
+
+  ExpertsSpec spec_;
+  at::ScalarType orig_dtype_;
+  Bank train_, frozen_;
+  at::Tensor slot_of_expert_;
+};
+
+}  // namespace esft::nn

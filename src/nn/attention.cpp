@@ -1,0 +1,105 @@
+#include "esft/nn/attention.h"
+
+#include <cmath>
+
+#include "esft/error.h"
+#include "esft/nn/ops.h"
+#include "esft/nn/param_store.h"
+#include "esft/nn/weight_source.h"
+
+namespace esft::nn {
+
+at::Tensor attention_mask(const at::Tensor& doc_ids, int64_t S, int64_t window, const at::Device& device) {
+  if (!doc_ids.defined() && window <= 0) return {};
+  auto idx = at::arange(S, at::TensorOptions().dtype(at::kLong).device(device));
+  auto mask = idx.unsqueeze(0) <= idx.unsqueeze(1);  // [S(q),S(k)] key <= query
+  if (window > 0) mask = mask & (idx.unsqueeze(0) > idx.unsqueeze(1) - window);
+  mask = mask.unsqueeze(0).unsqueeze(0);  // [1,1,S,S]
+  if (doc_ids.defined()) {
+    auto d = doc_ids.to(device);
+    auto same = d.unsqueeze(2) == d.unsqueeze(1);  // [B,S,S]
+    auto valid_key = (d >= 0).unsqueeze(1);
+    // A padding query attends to itself only, so no row is fully masked (no NaN anywhere).
+    auto diag = at::eye(S, at::TensorOptions().dtype(at::kBool).device(device)).unsqueeze(0);
+    mask = (mask & (same & valid_key).unsqueeze(1)) | diag.unsqueeze(1);
+  }
+  return mask;
+}
+
+namespace {
+
+// Attention with a learned sink logit per head: softmax over [scores, sink] in the scores' dtype
+// (GPT-OSS's eager reference), the sink's share dropped.
+at::Tensor sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                          double scale, const at::Tensor& sinks) {
+  const int64_t B = q.size(0), N = q.size(1), S = q.size(2), rep = N / k.size(1);
+  auto kk = rep > 1 ? k.repeat_interleave(rep, 1) : k, vv = rep > 1 ? v.repeat_interleave(rep, 1) : v;
+  auto scores = at::matmul(q, kk.transpose(2, 3)) * scale;  // [B,N,S,S]
+  auto m = mask.defined() ? mask : at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(q.device())).tril();
+  scores = scores.masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
+  auto sink = sinks.to(scores.scalar_type()).view({1, N, 1, 1}).expand({B, N, S, 1});
+  auto logits = at::cat({scores, sink}, -1);
+  logits = logits - std::get<0>(logits.max(-1, /*keepdim=*/true));
+  auto probs = at::softmax(logits, -1, logits.scalar_type()).narrow(-1, 0, S);
+  return at::matmul(probs, vv);
+}
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
+                     const at::Tensor& sinks) {
+  at::Tensor out;
+  if (sinks.defined()) {
+    out = sink_attention(q, k, v, mask, scale, sinks);
+  } else {
+    std::optional<at::Tensor> m;
+    if (mask.defined()) m = mask;
+    out = at::scaled_dot_product_attention(q, k, v, m, 0.0, /*is_causal=*/!mask.defined(), scale,
+                                           /*enable_gqa=*/k.size(1) != q.size(1));
+  }
+  // [B,N,S,Dv] -> [B,S,N*Dv]
+  return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * v.size(3)});
+}
+
+void load_attention_weights(const AttentionSpec& s, const std::string& p, WeightSource& src, ParamStore& store) {
+  const int64_t H = s.hidden, Dq = s.n_heads * s.head_dim, Dkv = s.n_kv_heads * s.head_dim;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) { store.add(p + name, src.take(p + name, shape)); };
+  add("q_proj.weight", {Dq, H});
+  add("k_proj.weight", {Dkv, H});
+  add("v_proj.weight", {Dkv, H});
+  add("o_proj.weight", {H, Dq});
+  if (s.q_bias) add("q_proj.bias", {Dq});
+  if (s.k_bias) add("k_proj.bias", {Dkv});
+  if (s.v_bias) add("v_proj.bias", {Dkv});
+  if (s.o_bias) add("o_proj.bias", {H});
+  if (s.qk_norm == QkNorm::PerHead) add("q_norm.weight", {s.head_dim}), add("k_norm.weight", {s.head_dim});
+  if (s.qk_norm == QkNorm::FullWidth) add("q_norm.weight", {Dq}), add("k_norm.weight", {Dkv});
+  if (s.sinks) add("sinks", {s.n_heads});
+}
+
+at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const ParamStore& w, const at::Tensor& x,
+                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask) {
+  const int64_t B = x.size(0), S = x.size(1), D = s.head_dim;
+  auto q = linear(x, w.get(p + "q_proj.weight"), w.get_opt(p + "q_proj.bias"));
+  auto k = linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
+  auto v = linear(x, w.get(p + "v_proj.weight"), w.get_opt(p + "v_proj.bias"));
+  if (s.qk_norm == QkNorm::FullWidth) {
+    q = rms_norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
+    k = rms_norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
+  }
+  if (s.clip_qkv > 0) q = q.clamp(-s.clip_qkv, s.clip_qkv), k = k.clamp(-s.clip_qkv, s.clip_qkv), v = v.clamp(-s.clip_qkv, s.clip_qkv);
+  q = q.view({B, S, -1, D});
+  k = k.view({B, S, -1, D});
+  if (s.qk_norm == QkNorm::PerHead) {
+    q = rms_norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
+    k = rms_norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
+  }
+  q = apply_rope(q.transpose(1, 2), cos, sin, s.rope_style);
+  k = apply_rope(k.transpose(1, 2), cos, sin, s.rope_style);
+  v = v.view({B, S, -1, D}).transpose(1, 2);
+  auto o = attention(q, k, v, mask, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
+                     s.sinks ? w.get(p + "sinks") : at::Tensor());
+  return linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));
+}
+
+}  // namespace esft::nn

@@ -1,0 +1,179 @@
+#include "esft/nn/experts.h"
+
+#include <fmt/format.h>
+
+#include "esft/error.h"
+
+namespace esft::nn {
+
+at::Tensor gated_activation(const ExpertsSpec& spec, const at::Tensor& h) {
+  const int64_t I = h.size(-1) / 2;
+  auto gate = h.narrow(-1, 0, I), up = h.narrow(-1, I, I);
+  if (spec.activation == ExpertActivation::SwiGLU) return at::silu(gate) * up;
+  gate = gate.clamp_max(spec.limit);
+  up = up.clamp(-spec.limit, spec.limit);
+  return (up + 1) * (gate * at::sigmoid(gate * spec.alpha));
+}
+
+namespace {
+
+bool grouped_mm_ok(const at::Tensor& x) { return x.is_cuda() && x.scalar_type() == at::kBFloat16; }
+
+// Per-row bias of the expert each row belongs to: rows are grouped by expert, counts_E per expert.
+at::Tensor bias_rows(const at::Tensor& bias_EX, const at::Tensor& counts_E, int64_t M) {
+  auto expert_of_row = at::repeat_interleave(at::arange(counts_E.size(0), counts_E.options()), counts_E, 0, M);
+  return bias_EX.index_select(0, expert_of_row);
+}
+
+// One bank over rows grouped by its experts. counts_E on the device; host_counts per expert on
+// the host when the per-expert loop needs them (CPU, or dtypes the grouped GEMM lacks).
+at::Tensor bank_forward(const ExpertsSpec& spec, const ExpertWeights& w, const at::Tensor& x, const at::Tensor& counts_E,
+                        const int64_t* host_counts) {
+  const auto dtype = x.scalar_type();
+  const int64_t M = x.size(0), H = w.down.size(1);
+  if (M == 0) return at::zeros({0, H}, x.options());
+  auto gu = w.gate_up.to(dtype), dn = w.down.to(dtype);
+  if (grouped_mm_ok(x)) {
+    auto offs = counts_E.cumsum(0).to(at::kInt);
+    auto h = at::_grouped_mm(x, gu.transpose(1, 2), offs);  // [M, 2I]
+    if (spec.bias) h = h + bias_rows(w.gate_up_bias.to(dtype), counts_E, M);
+    auto y = at::_grouped_mm(gated_activation(spec, h), dn.transpose(1, 2), offs);  // [M, H]
+    if (spec.bias) y = y + bias_rows(w.down_bias.to(dtype), counts_E, M);
+    return y;
+  }
+  std::vector<at::Tensor> outs;
+  int64_t off = 0;
+  for (int64_t e = 0; e < counts_E.size(0); ++e) {
+    const int64_t n = host_counts[e];
+    if (n == 0) continue;
+    auto xe = x.narrow(0, off, n);
+    auto h = spec.bias ? at::linear(xe, gu[e], w.gate_up_bias[e].to(dtype)) : at::linear(xe, gu[e]);
+    auto a = gated_activation(spec, h);
+    outs.push_back(spec.bias ? at::linear(a, dn[e], w.down_bias[e].to(dtype)) : at::linear(a, dn[e]));
+    off += n;
+  }
+  return at::cat(outs, 0);
+}
+
+ExpertWeights select_rows(const ExpertWeights& w, const std::vector<int64_t>& ids, at::ScalarType dtype, bool leaf) {
+  auto idx = at::tensor(ids, at::kLong).to(w.gate_up.device());
+  auto pick = [&](const at::Tensor& t) -> at::Tensor {
+    if (!t.defined()) return {};
+    auto r = t.index_select(0, idx).to(dtype).contiguous();
+    return leaf ? r.detach().set_requires_grad(!ids.empty()) : r;
+  };
+  return {pick(w.gate_up), pick(w.down), pick(w.gate_up_bias), pick(w.down_bias)};
+}
+
+ExpertWeights concat(const ExpertWeights& a, const ExpertWeights& b, at::ScalarType dtype) {
+  auto cat = [&](const at::Tensor& x, const at::Tensor& y) -> at::Tensor {
+    if (!x.defined()) return {};
+    return at::cat({x.detach().to(dtype), y.detach().to(dtype)}, 0);
+  };
+  return {cat(a.gate_up, b.gate_up), cat(a.down, b.down), cat(a.gate_up_bias, b.gate_up_bias), cat(a.down_bias, b.down_bias)};
+}
+
+}  // namespace
+
+ExpertBanks::ExpertBanks(ExpertsSpec spec, ExpertWeights all, at::ScalarType orig_dtype)
+    : spec_(spec), orig_dtype_(orig_dtype) {
+  const int64_t E = spec.n_experts, I = spec.inter, H = spec.hidden;
+  ESFT_CHECK(all.gate_up.sizes() == at::IntArrayRef({E, 2 * I, H}) && all.down.sizes() == at::IntArrayRef({E, H, I}),
+             "expert banks: weights have shapes {} and {}, expected [{}, {}, {}] and [{}, {}, {}]", all.gate_up.sizes(),
+             all.down.sizes(), E, 2 * I, H, E, H, I);
+  ESFT_CHECK(all.gate_up_bias.defined() == spec.bias && all.down_bias.defined() == spec.bias,
+             "expert banks: biases given and spec disagree");
+  frozen_.w = std::move(all);
+  for (int64_t e = 0; e < E; ++e) frozen_.ids.push_back(e);
+  train_.w = select_rows(frozen_.w, {}, at::kFloat, true);
+  rebuild_slots();
+}
+
+void ExpertBanks::rebuild_slots() {
+  std::vector<int64_t> slot(spec_.n_experts);
+  int64_t p = 0;
+  for (auto e : train_.ids) slot[e] = p++;
+  for (auto e : frozen_.ids) slot[e] = p++;
+  slot_of_expert_ = at::tensor(slot, at::kLong).to(frozen_.w.gate_up.device());
+}
+
+void ExpertBanks::split(const std::vector<int>& trainable_ids) {
+  at::NoGradGuard ng;
+  const auto dtype = frozen_.w.gate_up.scalar_type();
+  // Back to global order first, so split() may be called again.
+  std::vector<int64_t> order = train_.ids;
+  order.insert(order.end(), frozen_.ids.begin(), frozen_.ids.end());
+  auto stacked = concat(train_.w, frozen_.w, dtype);  // rows in `order`
+  std::vector<int64_t> row_of(spec_.n_experts);
+  for (size_t r = 0; r < order.size(); ++r) row_of[order[r]] = int64_t(r);
+
+  std::vector<char> is_train(spec_.n_experts, 0);
+  for (int e : trainable_ids) {
+    ESFT_CHECK(e >= 0 && e < spec_.n_experts, "expert id {} out of range (0..{})", e, spec_.n_experts - 1);
+    is_train[e] = 1;
+  }
+  Bank t, f;
+  std::vector<int64_t> t_rows, f_rows;
+  for (int64_t e = 0; e < spec_.n_experts; ++e) {
+    (is_train[e] ? t.ids : f.ids).push_back(e);
+    (is_train[e] ? t_rows : f_rows).push_back(row_of[e]);
+  }
+  t.w = select_rows(stacked, t_rows, at::kFloat, true);
+  f.w = select_rows(stacked, f_rows, dtype, false);
+  train_ = std::move(t);
+  frozen_ = std::move(f);
+  rebuild_slots();
+}
+
+bool ExpertBanks::needs_host_counts(const at::Tensor& x) const {
+  return !grouped_mm_ok(x) || (!train_.ids.empty() && !frozen_.ids.empty());
+}
+
+at::Tensor ExpertBanks::compute(const at::Tensor& x, const at::Tensor& counts_E, const std::vector<int64_t>& host) const {
+  const int64_t n_train = train_.ids.size(), n_frozen = frozen_.ids.size();
+  if (n_train == 0) return bank_forward(spec_, frozen_.w, x, counts_E, host.empty() ? nullptr : host.data());
+  if (n_frozen == 0) return bank_forward(spec_, train_.w, x, counts_E, host.empty() ? nullptr : host.data());
+  ESFT_CHECK(int64_t(host.size()) == n_train + n_frozen, "expert banks: row counts missing on the host");
+  int64_t m_train = 0;
+  for (int64_t s = 0; s < n_train; ++s) m_train += host[s];
+  const int64_t M = x.size(0);
+  auto a = bank_forward(spec_, train_.w, x.narrow(0, 0, m_train), counts_E.narrow(0, 0, n_train), host.data());
+  auto b = bank_forward(spec_, frozen_.w, x.narrow(0, m_train, M - m_train), counts_E.narrow(0, n_train, n_frozen),
+                        host.data() + n_train);
+  if (m_train == 0) return b;
+  if (m_train == M) return a;
+  return at::cat({a, b}, 0);
+}
+
+ExpertWeights ExpertBanks::trainable() const { return train_.ids.empty() ? ExpertWeights{} : train_.w; }
+
+std::pair<const ExpertBanks::Bank*, int64_t> ExpertBanks::locate(int64_t e) const {
+  for (const Bank* b : {&train_, &frozen_})
+    for (size_t i = 0; i < b->ids.size(); ++i)
+      if (b->ids[i] == e) return {b, int64_t(i)};
+  fail("no expert {} (the layer has {})", e, spec_.n_experts);
+}
+
+ExpertWeights ExpertBanks::expert(int64_t e) const {
+  auto [b, i] = locate(e);
+  auto row = [&](const at::Tensor& t) { return t.defined() ? t[i].detach() : at::Tensor(); };
+  return {row(b->w.gate_up), row(b->w.down), row(b->w.gate_up_bias), row(b->w.down_bias)};
+}
+
+void ExpertBanks::set_expert(int64_t e, const ExpertWeights& w) {
+  at::NoGradGuard ng;
+  auto [b, i] = locate(e);
+  auto put = [&, i = i, b = b](const at::Tensor& dst_all, const at::Tensor& src, const char* what) {
+    if (!dst_all.defined()) return;
+    ESFT_CHECK(src.defined(), "expert {}: {} missing", e, what);
+    auto dst = dst_all[i];
+    ESFT_CHECK(src.sizes() == dst.sizes(), "expert {}: {} has shape {}, the model's is {}", e, what, src.sizes(), dst.sizes());
+    dst.copy_(src);
+  };
+  put(b->w.gate_up, w.gate_up, "gate/up weights");
+  put(b->w.down, w.down, "down weights");
+  put(b->w.gate_up_bias, w.gate_up_bias, "gate/up bias");
+  put(b->w.down_bias, w.down_bias, "down bias");
+}
+
+}  // namespace esft::nn
