@@ -49,9 +49,13 @@ std::vector<EncodedRecord> encode_records(const fs::path& jsonl, const DataOptio
 // the ESFT reference scripts' order for the same seed.
 void python_shuffle(std::vector<size_t>& order, uint64_t seed);
 
-// Indices of the samples scored: shuffled with `seed`, taken whole until the one whose tokens
-// make the running total reach n_tokens (inclusive). n_tokens <= 0 takes all.
-std::vector<size_t> select_scoring_samples(const std::vector<Sample>& samples, int64_t n_tokens, uint64_t seed);
+// The samples one scoring process scores, as the ESFT reference picks them: all samples shuffled
+// with `seed`, sharded round-robin (rank, rank + world, ...), taken whole until the one whose
+// tokens bring the shard's total to n_tokens / world (inclusive). n_tokens <= 0 takes the whole
+// shard. max_length > 0 counts each sample as truncated to it. *tokens gets the shard's total.
+std::vector<size_t> select_scoring_samples(const std::vector<Sample>& samples, int64_t n_tokens, uint64_t seed,
+                                           int rank = 0, int world = 1, int64_t max_length = 0,
+                                           int64_t* tokens = nullptr);
 
 struct PackOptions {
   std::string packing = "none";     // none | causal | document

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "esft/expert_config.h"
 #include "esft/fs.h"
 
 namespace esft {
@@ -47,14 +48,6 @@ struct ForwardOutput {
   at::Tensor loss_sum;     // scalar float32: sum of token cross-entropies over labels != -100 (shifted)
   int64_t n_loss_tokens = 0;
   at::Tensor aux_loss;     // scalar, undefined unless router_aux_loss
-};
-
-// Which experts and modules train; parsed from expert_config.json.
-struct ExpertSelection {
-  std::map<int, std::vector<int>> experts;  // HF layer index -> global routed-expert ids
-  bool shared_experts = false;
-  bool non_expert_modules = false;
-  static ExpertSelection from_json_file(const fs::path& path);
 };
 
 // A tensor the optimizer updates, named stably (used for optimizer state and resume).

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "esft/expert_config.h"
 #include "esft/fs.h"
 
 namespace esft {
@@ -53,8 +54,8 @@ struct SelectOptions {
   bool train_non_expert_modules = false;
 };
 
-// {"experts": {"<L>": [ids in descending score order]}, "shared_experts": b, "non_expert_modules": b}
-nlohmann::json select_experts(const nlohmann::json& summary, const SelectOptions& opt);
+// Per layer, the experts in descending score order until their sum reaches top_p.
+ExpertSelection select_experts(const nlohmann::json& summary, const SelectOptions& opt);
 
 // JSON text laid out as the reference's Python json.dumps writes it (one line, ", " and ": ",
 // layer keys in string order, expert keys in numeric order).

@@ -31,11 +31,7 @@ struct TrainOptions {
 
 void run_training(const TrainOptions& opt);
 
-// Checks an expert selection against the model: every layer key an MoE layer, every id a routed
-// expert. Errors name `source` (the expert_config.json) and the key at fault.
 class MoeModel;
-struct ExpertSelection;
-void check_expert_selection(const ExpertSelection& sel, const MoeModel& model, const fs::path& source);
 
 // Writes a complete HF checkpoint of `model` to dir (config.json and tokenizer files copied
 // from model_dir), atomically.

@@ -45,7 +45,7 @@ int cmd_merge(int argc, char** argv) {
   auto model = load_model(model_dir, LoadOptions{"cpu", at::kFloat});
   if (fs::exists(adapter / "expert_config.json")) {
     auto sel = ExpertSelection::from_json_file(adapter / "expert_config.json");
-    check_expert_selection(sel, *model, adapter / "expert_config.json");
+    sel.check_against(model->moe_layers(), model->n_routed_experts(), model->architecture(), (adapter / "expert_config.json").string());
     model->configure_training(sel);
   }
   model->load_adapter_tensors(load_safetensors(adapter / "model.safetensors"));

@@ -80,18 +80,15 @@ int cmd_select(int argc, char** argv) {
     fail("{}: neither expert_weights_{{L}}.txt logs nor a summary.json", dir.string());
   }
   if (a.count("summary-output")) write_file_atomic(a["summary-output"].as<std::string>(), dump_json(summary));
-  auto cfg = select_experts(summary, opt);
+  auto sel = select_experts(summary, opt);
   fs::path out = a["output"].as<std::string>();
-  write_file_atomic(out, dump_json(cfg));
+  write_file_atomic(out, dump_json(sel.to_json()));
 
   // Per-layer counts in numeric layer order (the JSON keeps the reference's string order).
-  std::map<long, size_t> counts;
-  size_t total = 0;
-  for (auto& [layer, ids] : cfg["experts"].items()) counts[std::strtol(layer.c_str(), nullptr, 10)] = ids.size();
   std::string per_layer;
-  for (auto& [layer, n] : counts) total += n, per_layer += fmt::format(" {}:{}", layer, n);
+  for (auto& [layer, ids] : sel.experts) per_layer += fmt::format(" {}:{}", layer, ids.size());
   log_info(fmt::format("{} score, top_p {}: {} experts over {} layers (layer:count{}); wrote {}", opt.score_function,
-                       opt.top_p, total, counts.size(), per_layer, out.string()));
+                       opt.top_p, sel.n_experts(), sel.experts.size(), per_layer, out.string()));
   return 0;
 }
 

@@ -15,7 +15,8 @@ int cmd_train(int argc, char** argv) {
                               "experts / non-expert modules when it says so); everything else stays frozen.\n"
                               "Writes OUT/adapter/{model.safetensors,expert_config.json}, OUT/full/ with --save-full, "
                               "OUT/checkpoints/step-N/, OUT/metrics.jsonl.");
-  TrainOptions d;  // defaults
+  const TrainOptions d;  // the defaults, stated once (in TrainOptions)
+  auto num = [](auto v) { return fmt::format("{}", v); };
   // clang-format off
   o.add_options("Data and model")
     ("model", "HF checkpoint directory", cxxopts::value<std::string>())
@@ -25,7 +26,7 @@ int cmd_train(int argc, char** argv) {
     ("eval-dataset", "jsonl evaluated every --eval-steps and at the end", cxxopts::value<std::string>())
     ("chat-format", "chat format for conversation records", cxxopts::value<std::string>()->default_value(d.chat_format))
     ("skip-bad-lines", "skip malformed jsonl lines (counted) instead of stopping")
-    ("max-length", "tokens per row", cxxopts::value<int64_t>()->default_value(std::to_string(d.max_length)))
+    ("max-length", "tokens per row", cxxopts::value<int64_t>()->default_value(num(d.max_length)))
     ("packing", "none (one sample per row, padded), causal (concatenate samples into rows that attend across sample "
                 "boundaries, as the ESFT reference does) or document (concatenate, but attention and positions reset "
                 "per sample). document is the default: it wastes no compute on padding like causal, yet each sample "
@@ -33,32 +34,32 @@ int cmd_train(int argc, char** argv) {
      cxxopts::value<std::string>()->default_value(d.packing))
     ("truncation", "over-long samples keep their head (right) or tail (left)", cxxopts::value<std::string>()->default_value(d.truncation));
   o.add_options("Optimisation")
-    ("learning-rate", "peak learning rate (the ESFT paper uses 1e-5)", cxxopts::value<double>()->default_value("1e-5"))
+    ("learning-rate", "peak learning rate (the ESFT paper uses 1e-5)", cxxopts::value<double>()->default_value(num(d.lr)))
     ("lr-scheduler", "constant, cosine or linear (HF semantics)", cxxopts::value<std::string>()->default_value(d.lr_scheduler))
-    ("warmup-ratio", "fraction of steps with linear warmup from 0", cxxopts::value<double>()->default_value("0"))
-    ("min-lr", "floor of the cosine/linear decay", cxxopts::value<double>()->default_value("0"))
-    ("adam-beta1", "AdamW beta1", cxxopts::value<double>()->default_value("0.9"))
-    ("adam-beta2", "AdamW beta2", cxxopts::value<double>()->default_value("0.95"))
-    ("adam-eps", "AdamW epsilon", cxxopts::value<double>()->default_value("1e-8"))
-    ("weight-decay", "decoupled weight decay (not applied to norms and biases)", cxxopts::value<double>()->default_value("0.1"))
-    ("max-grad-norm", "clip the global gradient norm to this; 0 disables", cxxopts::value<double>()->default_value("1.0"))
-    ("micro-batch-size", "rows per forward/backward", cxxopts::value<int64_t>()->default_value("1"))
-    ("global-batch-size", "rows per optimizer step (gradient accumulation); default = micro batch", cxxopts::value<int64_t>()->default_value("0"))
-    ("epochs", "passes over the data", cxxopts::value<int64_t>()->default_value("1"))
-    ("max-steps", "optimizer steps; overrides --epochs when > 0", cxxopts::value<int64_t>()->default_value("0"))
-    ("seed", "data-order seed (epoch e shuffles with seed + e)", cxxopts::value<uint64_t>()->default_value(std::to_string(d.seed)))
+    ("warmup-ratio", "fraction of steps with linear warmup from 0", cxxopts::value<double>()->default_value(num(d.warmup_ratio)))
+    ("min-lr", "floor of the cosine/linear decay", cxxopts::value<double>()->default_value(num(d.min_lr)))
+    ("adam-beta1", "AdamW beta1", cxxopts::value<double>()->default_value(num(d.adamw.beta1)))
+    ("adam-beta2", "AdamW beta2", cxxopts::value<double>()->default_value(num(d.adamw.beta2)))
+    ("adam-eps", "AdamW epsilon", cxxopts::value<double>()->default_value(num(d.adamw.eps)))
+    ("weight-decay", "decoupled weight decay (not applied to norms and biases)", cxxopts::value<double>()->default_value(num(d.adamw.weight_decay)))
+    ("max-grad-norm", "clip the global gradient norm to this; 0 disables", cxxopts::value<double>()->default_value(num(d.max_grad_norm)))
+    ("micro-batch-size", "rows per forward/backward", cxxopts::value<int64_t>()->default_value(num(d.micro_batch)))
+    ("global-batch-size", "rows per optimizer step (gradient accumulation); 0 = the micro batch", cxxopts::value<int64_t>()->default_value(num(d.global_batch)))
+    ("epochs", "passes over the data", cxxopts::value<int64_t>()->default_value(num(d.epochs)))
+    ("max-steps", "optimizer steps; overrides --epochs when > 0", cxxopts::value<int64_t>()->default_value(num(d.max_steps)))
+    ("seed", "data-order seed (epoch e shuffles with seed + e)", cxxopts::value<uint64_t>()->default_value(num(d.seed)))
     ("router-aux-loss", "add the model's router load-balancing loss (off in released configs)");
   o.add_options("Runtime and outputs")
-    ("device", "cpu, cuda or cuda:N (default: cuda when available, else cpu)", cxxopts::value<std::string>()->default_value(""))
-    ("dtype", "weights/compute dtype: fp32, bf16, fp16 (default: bf16 on cuda with fp32 master copies of trained tensors, fp32 on cpu)", cxxopts::value<std::string>()->default_value(""))
-    ("eval-steps", "evaluate every N steps (0: only at the end)", cxxopts::value<int64_t>()->default_value("0"))
-    ("save-steps", "checkpoint every N steps (0: none)", cxxopts::value<int64_t>()->default_value("0"))
-    ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(std::to_string(d.save_total_limit)))
-    ("log-steps", "log a line every N steps (metrics.jsonl gets every step)", cxxopts::value<int64_t>()->default_value("1"))
+    ("device", "cpu, cuda or cuda:N (default: cuda when available, else cpu)", cxxopts::value<std::string>()->default_value(d.device))
+    ("dtype", "weights/compute dtype: fp32, bf16, fp16 (default: bf16 on cuda with fp32 master copies of trained tensors, fp32 on cpu)", cxxopts::value<std::string>()->default_value(d.dtype))
+    ("eval-steps", "evaluate every N steps (0: only at the end)", cxxopts::value<int64_t>()->default_value(num(d.eval_steps)))
+    ("save-steps", "checkpoint every N steps (0: none)", cxxopts::value<int64_t>()->default_value(num(d.save_steps)))
+    ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(num(d.save_total_limit)))
+    ("log-steps", "log a line every N steps (metrics.jsonl gets every step)", cxxopts::value<int64_t>()->default_value(num(d.log_steps)))
     ("peak-tflops", "accelerator peak TFLOP/s for the MFU in the log (on cuda): MFU = 6 * active parameters * "
-                    "tokens/s / peak; the default is H100/H200 dense bf16; 0 hides MFU", cxxopts::value<double>()->default_value("989"))
+                    "tokens/s / peak; the default is H100/H200 dense bf16; 0 hides MFU", cxxopts::value<double>()->default_value(num(d.peak_tflops)))
     ("save-full", "also write a complete HF checkpoint to OUT/full")
-    ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value("0"))
+    ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value(num(d.stop_after)))
     ("resume", "continue from a checkpoint directory (OUT/checkpoints/step-N), or OUT to take its newest checkpoint; "
                "with the same flags the result equals an uninterrupted run", cxxopts::value<std::string>())
     ("h,help", "show this help");

@@ -262,12 +262,12 @@ nlohmann::json summarize_routing_logs(const fs::path& dir, int top_k, int n_expe
   return make_summary(layers, top_k, n_experts);
 }
 
-nlohmann::json select_experts(const nlohmann::json& summary, const SelectOptions& opt) {
+ExpertSelection select_experts(const nlohmann::json& summary, const SelectOptions& opt) {
   if (opt.score_function != "token" && opt.score_function != "gate")
     fail("score function \"{}\" is not token or gate", opt.score_function);
   auto key = opt.score_function + "_scores";
   if (!summary.contains(key) || !summary[key].is_object()) fail("summary has no \"{}\"", key);
-  nlohmann::json experts = nlohmann::json::object();
+  ExpertSelection sel;
   for (auto& [layer, scores] : summary[key].items()) {
     std::vector<std::pair<int, double>> s;
     for (auto& [e, v] : scores.items()) {
@@ -284,11 +284,11 @@ nlohmann::json select_experts(const nlohmann::json& summary, const SelectOptions
       chosen.push_back(e);
       cum += v;
     }
-    experts[layer] = chosen;
+    sel.experts[std::stoi(layer)] = chosen;
   }
-  return {{"experts", experts},
-          {"shared_experts", opt.train_shared_experts},
-          {"non_expert_modules", opt.train_non_expert_modules}};
+  sel.shared_experts = opt.train_shared_experts;
+  sel.non_expert_modules = opt.train_non_expert_modules;
+  return sel;
 }
 
 namespace {

@@ -79,17 +79,22 @@ void python_shuffle(std::vector<size_t>& x, uint64_t seed) {
   for (size_t i = x.size(); i-- > 1;) std::swap(x[i], x[r.randbelow(i + 1)]);
 }
 
-std::vector<size_t> select_scoring_samples(const std::vector<Sample>& samples, int64_t n_tokens, uint64_t seed) {
+std::vector<size_t> select_scoring_samples(const std::vector<Sample>& samples, int64_t n_tokens, uint64_t seed, int rank,
+                                           int world, int64_t max_length, int64_t* tokens) {
+  ESFT_CHECK(world >= 1 && rank >= 0 && rank < world, "scoring shard {} of {}: rank must be in [0, world size)", rank, world);
   std::vector<size_t> order(samples.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   python_shuffle(order, seed);
+  const int64_t budget = n_tokens / world;
   std::vector<size_t> out;
   int64_t done = 0;
-  for (size_t i : order) {
-    if (n_tokens > 0 && done >= n_tokens) break;
-    out.push_back(i);
-    done += samples[i].input_ids.size();
+  for (size_t j = rank; j < order.size(); j += world) {
+    if (n_tokens > 0 && done >= budget) break;
+    out.push_back(order[j]);
+    int64_t n = samples[order[j]].input_ids.size();
+    done += max_length > 0 ? std::min(n, max_length) : n;
   }
+  if (tokens) *tokens = done;
   return out;
 }
 

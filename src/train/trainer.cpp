@@ -227,7 +227,7 @@ void run_training(const TrainOptions& opt) {
 
   log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
   auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
-  check_expert_selection(sel, *model, opt.expert_config);
+  sel.check_against(model->moe_layers(), model->n_routed_experts(), model->architecture(), opt.expert_config.string());
   model->configure_training(sel);
   auto params = model->trainable_tensors();
   ESFT_CHECK(!params.empty(), "{}: selects nothing to train", opt.expert_config.string());

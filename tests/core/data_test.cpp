@@ -83,6 +83,23 @@ TEST(Data, ScoringSampleSelection) {
   EXPECT_LT(before_last, 25) << "stops after the sample that reaches the budget";
   EXPECT_GE(before_last + int64_t(samples[some.back()].input_ids.size()), 25);
   EXPECT_EQ(std::vector<size_t>(all.begin(), all.begin() + some.size()), some) << "a prefix of the shuffled order";
+
+  // Sharded as the reference: rank r takes order[r::W] with a budget of n_tokens / W each;
+  // max_length counts samples as truncated.
+  for (int rank = 0; rank < 3; ++rank) {
+    int64_t tokens = 0;
+    auto shard = select_scoring_samples(samples, 0, 7, rank, 3, 0, &tokens);
+    std::vector<size_t> want;
+    int64_t want_tokens = 0;
+    for (size_t j = rank; j < all.size(); j += 3) want.push_back(all[j]), want_tokens += samples[all[j]].input_ids.size();
+    EXPECT_EQ(shard, want) << "rank " << rank;
+    EXPECT_EQ(tokens, want_tokens);
+    auto budgeted = select_scoring_samples(samples, 60, 7, rank, 3, 12, &tokens);
+    EXPECT_GE(tokens, 20);
+    EXPECT_LT(tokens - 12, 20) << "stops at the first sample reaching 60 / 3 tokens, counted at most 12 each";
+    EXPECT_EQ(std::vector<size_t>(want.begin(), want.begin() + budgeted.size()), budgeted);
+  }
+  EXPECT_THROW(select_scoring_samples(samples, 0, 7, 3, 3), Error);
 }
 
 std::vector<Sample> three_samples() {

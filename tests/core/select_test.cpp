@@ -33,8 +33,8 @@ TEST_P(OfficialTask, SummaryFromLogsMatchesReleased) {
 TEST_P(OfficialTask, SelectionMatchesReleasedConfig) {
   auto released = nlohmann::json::parse(read_file(official(GetParam()) / "expert_config.json"));
   SelectOptions opt;  // token, top_p 0.2: what the released configs used
-  auto from_logs = select_experts(summarize_routing_logs(official(GetParam()) / "scores"), opt);
-  auto from_summary = select_experts(nlohmann::json::parse(read_file(official(GetParam()) / "summary.json")), opt);
+  auto from_logs = select_experts(summarize_routing_logs(official(GetParam()) / "scores"), opt).to_json();
+  auto from_summary = select_experts(nlohmann::json::parse(read_file(official(GetParam()) / "summary.json")), opt).to_json();
   EXPECT_EQ(from_logs, released);  // nlohmann compares arrays in order: list order matters
   EXPECT_EQ(from_summary, released);
   auto text = read_file(official(GetParam()) / "expert_config.json");
@@ -47,7 +47,7 @@ TEST_P(OfficialTask, GateSelectionInvariants) {
   SelectOptions opt;
   opt.score_function = "gate";
   opt.top_p = 0.1;
-  auto cfg = select_experts(summary, opt);
+  auto cfg = select_experts(summary, opt).to_json();
   size_t total = 0;
   for (auto& [layer, ids] : cfg["experts"].items()) {
     auto& s = summary["gate_scores"][layer];
@@ -120,11 +120,11 @@ TEST(Select, EdgeCases) {
   nlohmann::json summary = {{"token_scores", {{"3", {{"0", 0.25}, {"1", 0.5}, {"2", 0.25}}}}}};
   SelectOptions opt;
   opt.top_p = 0;
-  EXPECT_TRUE(select_experts(summary, opt)["experts"]["3"].empty());
+  EXPECT_TRUE(select_experts(summary, opt).to_json()["experts"]["3"].empty());
   opt.top_p = 1.5;  // never reached: every expert
-  EXPECT_EQ(select_experts(summary, opt)["experts"]["3"], nlohmann::json({1, 0, 2}));
+  EXPECT_EQ(select_experts(summary, opt).to_json()["experts"]["3"], nlohmann::json({1, 0, 2}));
   opt.top_p = 0.6;  // ties keep ascending ids
-  EXPECT_EQ(select_experts(summary, opt)["experts"]["3"], nlohmann::json({1, 0}));
+  EXPECT_EQ(select_experts(summary, opt).to_json()["experts"]["3"], nlohmann::json({1, 0}));
   opt.score_function = "gate";
   EXPECT_THROW(select_experts(summary, opt), Error);
 }
