@@ -11,7 +11,7 @@ namespace esft::nn {
 
 std::string config_where(const Checkpoint& ckpt) { return (ckpt.dir() / "config.json").string(); }
 
-DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& arch, double default_eps) {
+DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& arch, double default_eps, int64_t default_pad) {
   DecoderConfig c;
   c.architecture = arch;
   c.vocab = r.req_int("vocab_size", 1);
@@ -19,7 +19,8 @@ DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& arch
   c.n_layers = r.req_int("num_hidden_layers", 1);
   c.rms_eps = r.get_double("rms_norm_eps", default_eps, 1e-12, 0.1);
   c.tie_embeddings = r.get_bool("tie_word_embeddings", false);
-  c.pad_id = r.get_int("pad_token_id", -1, 0);
+  // pad_token_id null means none; absent means the family's default
+  c.pad_id = r.json().contains("pad_token_id") ? r.get_int("pad_token_id", -1, 0) : default_pad;
   c.aux_coef = r.get_double("router_aux_loss_coef", 0.001, 0);
   std::string act = r.get_string("hidden_act", "silu");
   if (act != "silu") fail("{}: hidden_act \"{}\" is not supported (silu)", r.where(), act);

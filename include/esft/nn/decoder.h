@@ -112,7 +112,9 @@ class DecoderModel : public MoeModel {
 std::string config_where(const Checkpoint& ckpt);  // ".../config.json", for messages
 // The keys every family spells alike: vocab_size, hidden_size, num_hidden_layers, rms_norm_eps,
 // tie_word_embeddings, pad_token_id, router_aux_loss_coef, and hidden_act (which must be silu).
-DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& architecture, double default_eps);
+// default_pad: the family's pad_token_id when config.json does not mention it (null = none).
+DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& architecture, double default_eps,
+                                  int64_t default_pad = -1);
 // num_attention_heads, num_key_value_heads (default: heads), head_dim (default: hidden / heads).
 AttentionSpec read_attention_heads(const ConfigReader& r, int64_t hidden);
 // Per-layer sliding windows from layer_types ("sliding_attention" -> window, else 0).

@@ -1,0 +1,122 @@
+"""Reference activations and gradients from transformers for the family parity table.
+
+Usage: family_reference.py --family F --config NAME --out DIR [--fused] [--device D] [--dtype bf16]
+Builds the tiny (family, config) model of tiny_models.py, writes DIR/model (save_pretrained) and
+DIR/reference.safetensors:
+  input_ids, labels, logits, loss; aux_loss and loss_with_aux (families with a router aux loss);
+  ids.{L} / weights.{L}: every MoE layer's top-k expert ids and the weights that multiply the
+    expert outputs (router forward hooks);
+  grad.{L}.{e}.{gate,up,down}: gradients of chosen routed experts in per-expert layout
+    ([I,H], [I,H], [H,I]), for the experts listed in DIR/experts.json;
+  grad.{hf name}: gradients of every other parameter (attention, norms, routers, shared experts,
+    embeddings, lm_head).
+All gradients come from loss.backward() with every parameter trainable.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_models import build, save  # noqa: E402
+
+ROUTER_ATTR = {"gpt_oss": "router"}  # default: mlp.gate
+
+
+def router_of(family, layer):
+    return getattr(layer.mlp, ROUTER_ATTR.get(family, "gate"), None)
+
+
+def checkpoint_name(family, name, fused):
+    """A parameter's name in the saved checkpoint (save_pretrained reverses transformers 5's renames)."""
+    if family == "mixtral" and not fused:
+        return name.replace(".mlp.gate.", ".block_sparse_moe.gate.")
+    return name
+
+
+def expert_grads(family, experts_module, e, inter):
+    """Per-expert gradients in esft's per-expert layout (gate [I,H], up [I,H], down [H,I])."""
+    gu, dn = experts_module.gate_up_proj.grad, experts_module.down_proj.grad
+    return {"gate": gu[e, :inter], "up": gu[e, inter:], "down": dn[e]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--family", required=True)
+    ap.add_argument("--config", default="base")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--fused", action="store_true", help="save transformers 5 fused expert tensors")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="run the reference here (the checkpoint is always fp32)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    a = ap.parse_args()
+    torch.manual_seed(1234)
+    model = build(a.family, a.config, a.seed)
+    save(model, os.path.join(a.out, "model"), a.fused)
+    cfg = model.config
+    model.to(a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
+
+    B, S = 2, 11
+    g = torch.Generator().manual_seed(7)
+    input_ids = torch.randint(0, cfg.vocab_size, (B, S), generator=g)
+    input_ids[1, 3] = getattr(cfg, "pad_token_id", None) or 0  # the pad id appears (its embedding row gets no grad)
+    labels = input_ids.clone()
+    labels[0, :3] = -100  # a masked prompt
+    labels[1, 5] = -100
+
+    routes, hooks, moe_layers = {}, [], []
+    for i, layer in enumerate(model.model.layers):
+        router = router_of(a.family, layer)
+        if router is None:
+            continue
+        moe_layers.append(i)
+
+        def hook(mod, inp, out, i=i):
+            _, weights, idx = out
+            routes[i] = (idx.detach().clone(), weights.detach().float().clone())
+        hooks.append(router.register_forward_hook(hook))
+
+    # Gradients for two experts of the first MoE layer and one of the last (ids chosen from the
+    # routing so that every one of them receives tokens).
+    input_ids, labels = input_ids.to(a.device), labels.to(a.device)
+    out = model(input_ids=input_ids, labels=labels)
+    out.loss.backward()
+    for h in hooks:
+        h.remove()
+    experts = {}
+    for pos, layer in enumerate([moe_layers[0], moe_layers[-1]] if len(moe_layers) > 1 else moe_layers):
+        used = torch.unique(routes[layer][0]).tolist()
+        experts[str(layer)] = [used[0], used[-1]] if pos == 0 else [used[len(used) // 2]]
+    with open(os.path.join(a.out, "experts.json"), "w") as f:
+        json.dump(experts, f)
+
+    ref = {"input_ids": input_ids, "labels": labels, "logits": out.logits.detach().float(),
+           "loss": out.loss.detach().reshape(1)}
+    for i, (idx, w) in routes.items():
+        ref[f"ids.{i}"] = idx
+        ref[f"weights.{i}"] = w
+    for layer, ids in experts.items():
+        ex = model.model.layers[int(layer)].mlp.experts
+        for e in ids:
+            for part, grad in expert_grads(a.family, ex, e, ex.down_proj.shape[-1]).items():
+                ref[f"grad.{layer}.{e}.{part}"] = grad.clone()
+    for name, p in model.named_parameters():
+        if ".experts." in name and "shared" not in name:
+            continue
+        if p.grad is not None:
+            ref[f"grad.{checkpoint_name(a.family, name, a.fused)}"] = p.grad.clone()
+
+    model.zero_grad()
+    if "output_router_logits" in cfg.to_dict():
+        out2 = model(input_ids=input_ids, labels=labels, output_router_logits=True)
+        ref["loss_with_aux"] = out2.loss.detach().reshape(1)
+        ref["aux_loss"] = out2.aux_loss.detach().reshape(1)
+    ref = {k: (v.float() if v.is_floating_point() else v).cpu().contiguous() for k, v in ref.items()}
+    save_file(ref, os.path.join(a.out, "reference.safetensors"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+// Golden tests against transformers 5.17, one table over (family, config): tests/python/
+// family_reference.py builds each tiny random checkpoint and runs it in transformers; esft loads
+// the same checkpoint and must reproduce logits, every MoE layer's top-k ids and gate weights,
+// loss, router aux loss, and the gradients of selected experts and of every other weight
+// (shared experts and non-expert modules trained too). Document packing must equal running
+// each document alone.
+#include <gtest/gtest.h>
+
+#include "esft/model.h"
+#include "esft/tensor_io.h"
+#include "test_util.h"
+
+using namespace esft;
+
+namespace {
+
+struct Recorder : RoutingObserver {
+  std::map<int, std::pair<at::Tensor, at::Tensor>> routes;
+  void on_routing(int layer, const at::Tensor& ids, const at::Tensor& w) override { routes[layer] = {ids.cpu(), w.cpu()}; }
+};
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.cpu().to(at::kDouble) - b.cpu().to(at::kDouble)).abs().max().item<double>();
+}
+double rel_diff(const at::Tensor& ours, const at::Tensor& ref) {
+  return max_abs_diff(ours, ref) / std::max(ref.abs().max().item<double>(), 1e-12);
+}
+
+// ESFT_TEST_DEVICE=cuda runs the table on a GPU in bf16 (grouped GEMM path) against
+// transformers in bf16 on the same GPU, with tolerances for bf16 rounding; the default is the
+// exact CPU fp32 check.
+struct Precision {
+  std::string device = "cpu";
+  at::ScalarType dtype = at::kFloat;
+  double logits = 1e-4, weights = 1e-5, loss = 1e-5, grad_rel = 1e-4;
+  bool exact_ids = true;
+};
+Precision precision() {
+  Precision p;
+  const char* dev = std::getenv("ESFT_TEST_DEVICE");
+  if (dev && std::string(dev) != "cpu") {
+    p.device = dev;
+    p.dtype = at::kBFloat16;
+    p.logits = 0.1, p.weights = 0.02, p.loss = 0.02, p.grad_rel = 0.05;
+    p.exact_ids = false;  // near-ties may flip in bf16
+  }
+  return p;
+}
+
+struct Case {
+  std::string family, config;
+  bool fused = false;  // checkpoint with transformers 5 fused expert tensors
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.family << "/" << c.config << (c.fused ? " (fused)" : ""); }
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.family + "_" + info.param.config + (info.param.fused ? "_fused" : "");
+}
+
+// The parity table: a new family adds its rows here (and its configs to tiny_models.py).
+const Case kCases[] = {
+    {"qwen3_moe", "base"},   {"qwen3_moe", "tied"},          {"qwen3_moe", "mha"}, {"qwen3_moe", "base", true},
+    {"qwen2_moe", "base"},   {"qwen2_moe", "sparse_step"},   {"qwen2_moe", "sliding"}, {"qwen2_moe", "base", true},
+    {"mixtral", "base"},     {"mixtral", "sliding"},         {"mixtral", "base", true},
+    {"olmoe", "base"},       {"olmoe", "clip"},
+};
+
+class FamilyParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(FamilyParity, MatchesTransformers) {
+  const auto& c = GetParam();
+  auto dir = test::temp_dir("parity-" + c.family + "-" + c.config + (c.fused ? "-fused" : ""));
+  const auto P = precision();
+  test::run_python("family_reference.py", "--family " + c.family + " --config " + c.config + " --out " + dir.string() +
+                                              (c.fused ? " --fused" : "") + " --device " + P.device +
+                                              (P.dtype == at::kFloat ? "" : " --dtype bf16"));
+  auto ref = load_safetensors(dir / "reference.safetensors");
+
+  auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
+  ExpertSelection sel = ExpertSelection::from_json(
+      {{"experts", nlohmann::json::parse(read_file(dir / "experts.json"))}, {"shared_experts", true}, {"non_expert_modules", true}},
+      "experts.json");
+  model->configure_training(sel);
+
+  Batch batch{ref["input_ids"], ref["labels"], {}, {}};
+  Recorder rec;
+  ForwardOptions opt;
+  opt.observer = &rec;
+  auto out = model->forward(batch, opt);
+  EXPECT_LT(max_abs_diff(out.logits, ref["logits"]), P.logits) << "logits";
+  auto loss = out.loss_sum / double(out.n_loss_tokens);
+  EXPECT_NEAR(loss.item<double>(), ref["loss"].item<double>(), P.loss);
+
+  auto moe = model->moe_layers();
+  ASSERT_EQ(rec.routes.size(), moe.size());
+  for (int layer : moe) {
+    auto key = std::to_string(layer);
+    ASSERT_TRUE(ref.count("ids." + key)) << "reference has no routing for layer " << layer;
+    const auto& ids = rec.routes[layer].first;
+    if (P.exact_ids) {
+      EXPECT_TRUE(at::equal(ids, ref["ids." + key])) << "top-k ids differ in layer " << layer;
+      EXPECT_LT(max_abs_diff(rec.routes[layer].second, ref["weights." + key]), P.weights) << "gate weights, layer " << layer;
+    } else {
+      double agree = (ids == ref["ids." + key]).to(at::kFloat).mean().item<double>();
+      EXPECT_GT(agree, 0.95) << "top-k ids agree on only " << agree << " of slots in layer " << layer;
+    }
+  }
+  // Every reference routing layer is an MoE layer of ours.
+  for (auto& [k, v] : ref)
+    if (k.rfind("ids.", 0) == 0) EXPECT_TRUE(rec.routes.count(std::stoi(k.substr(4)))) << k;
+
+  // Gradients: selected experts per expert, every other trainable weight by its HF name.
+  loss.backward();
+  std::map<std::string, at::Tensor> grads;
+  for (auto& t : model->trainable_tensors()) {
+    ASSERT_TRUE(t.tensor.grad().defined()) << t.name;
+    grads[t.name] = t.tensor.grad().cpu();
+  }
+  size_t compared = 0;
+  for (auto& [layer, ids] : sel.experts) {
+    auto prefix = [&](const std::string& module) { return "model.layers." + std::to_string(layer) + "." + module + ".experts.trainable_"; };
+    std::string p = grads.count(prefix("mlp") + "gate_up_proj") ? prefix("mlp") : prefix("block_sparse_moe");
+    auto gu = grads.at(p + "gate_up_proj"), dn = grads.at(p + "down_proj");
+    const int64_t I = dn.size(2);
+    for (size_t slot = 0; slot < ids.size(); ++slot) {
+      auto r = "grad." + std::to_string(layer) + "." + std::to_string(ids[slot]) + ".";
+      for (auto& [ours, theirs] : std::vector<std::pair<at::Tensor, std::string>>{
+               {gu[slot].narrow(0, 0, I), "gate"}, {gu[slot].narrow(0, I, I), "up"}, {dn[slot], "down"}}) {
+        ASSERT_TRUE(ref.count(r + theirs)) << r + theirs;
+        EXPECT_GT(ref[r + theirs].abs().max().item<double>(), 0) << r << theirs << ": reference gradient is zero";
+        EXPECT_LT(rel_diff(ours, ref[r + theirs]), P.grad_rel) << r << theirs;
+        ++compared;
+      }
+    }
+  }
+  for (auto& [name, g] : grads) {
+    if (name.find(".experts.trainable_") != std::string::npos) continue;
+    ASSERT_TRUE(ref.count("grad." + name)) << "transformers has no gradient for " << name;
+    EXPECT_LT(rel_diff(g, ref["grad." + name]), P.grad_rel) << name;
+    ++compared;
+  }
+  for (auto& [k, v] : ref)
+    if (k.rfind("grad.model.", 0) == 0 || k.rfind("grad.lm_head", 0) == 0)
+      EXPECT_TRUE(grads.count(k.substr(5))) << k << " is not trainable in esft with non_expert_modules and shared_experts";
+  EXPECT_GT(compared, 10u);
+
+  // Router aux loss (output_router_logits=True in HF), for the families that define it.
+  EXPECT_EQ(model->has_router_aux_loss(), ref.count("aux_loss") > 0);
+  if (model->has_router_aux_loss()) {
+    auto out2 = model->forward(batch, ForwardOptions{false, nullptr, true});
+    EXPECT_NEAR(out2.aux_loss.item<double>(), ref["aux_loss"].item<double>(), P.loss);
+    EXPECT_NEAR((out2.loss_sum / double(out2.n_loss_tokens)).item<double>(), ref["loss_with_aux"].item<double>(), P.loss);
+  }
+
+  // Document packing equals running each document alone (sliding windows and padding included).
+  if (P.dtype != at::kFloat) return;
+  at::NoGradGuard ng;
+  auto a = ref["input_ids"].narrow(0, 0, 1).narrow(1, 0, 7), b = ref["input_ids"].narrow(0, 1, 1).narrow(1, 2, 6);
+  auto packed = at::cat({a, b, at::zeros({1, 2}, at::kLong)}, 1);  // 2 padding tokens
+  auto pos = at::tensor({0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 0, 0}, at::kLong).unsqueeze(0);
+  auto doc = at::tensor({0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1, -1}, at::kLong).unsqueeze(0);
+  auto lp = model->forward(Batch{packed, {}, pos, doc}, {}).logits;
+  auto la = model->forward(Batch{a, {}, {}, {}}, {}).logits, lb = model->forward(Batch{b, {}, {}, {}}, {}).logits;
+  EXPECT_LT(max_abs_diff(lp.narrow(1, 0, 7), la), 1e-5);
+  EXPECT_LT(max_abs_diff(lp.narrow(1, 7, 6), lb), 1e-5);
+  EXPECT_FALSE(lp.isnan().any().item<bool>());
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, FamilyParity, ::testing::ValuesIn(kCases), case_name);
+
+TEST(Registry, UnknownArchitectureFailsLoudly) {
+  auto dir = test::temp_dir("registry-unknown");
+  test::run_python("tiny_models.py", "--family qwen3_moe --config base --out " + dir.string());
+  auto cfg = nlohmann::json::parse(read_file(dir / "config.json"));
+  cfg["architectures"] = {"FancyMoeForCausalLM"};
+  write_file_atomic(dir / "config.json", cfg.dump());
+  try {
+    load_model(dir, LoadOptions{});
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("FancyMoeForCausalLM"), std::string::npos) << e.what();
+    for (auto arch : {"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "MixtralForCausalLM", "OlmoeForCausalLM"})
+      EXPECT_NE(std::string(e.what()).find(arch), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
