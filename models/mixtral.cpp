@@ -16,8 +16,8 @@ class Mixtral final : public nn::DecoderModel {
     nn::MoeSpec moe;
   };
 
-  static Config parse(const Checkpoint& ckpt) {
-    nn::ConfigReader r(ckpt.config(), nn::config_where(ckpt));
+  static Config parse(const nn::WeightSource& src) {
+    nn::ConfigReader r(src.config(), src.config_where());
     Config c;
     c.base = nn::read_decoder_config(r, "MixtralForCausalLM", 1e-5);
     if (int64_t w = r.get_int("sliding_window", 0, 1)) c.base.sliding_window.assign(c.base.n_layers, w);
@@ -33,10 +33,10 @@ class Mixtral final : public nn::DecoderModel {
     return c;
   }
 
-  Mixtral(const Checkpoint& ckpt, const LoadOptions& opt) : Mixtral(ckpt, opt, parse(ckpt)) {}
-  Mixtral(const Checkpoint& ckpt, const LoadOptions& opt, Config c) : DecoderModel(ckpt, opt, c.base), c_(std::move(c)) {
+  Mixtral(nn::WeightSource& src, const LoadOptions& opt) : Mixtral(src, opt, parse(src)) {}
+  Mixtral(nn::WeightSource& src, const LoadOptions& opt, Config c) : DecoderModel(src, opt, c.base), c_(std::move(c)) {
     attn_ = c_.attn;
-    rope_.emplace(ckpt.config(), attn_.head_dim, nn::config_where(ckpt));
+    rope_.emplace(src.config(), attn_.head_dim, src.config_where());
     load_weights();
   }
 
@@ -52,9 +52,8 @@ class Mixtral final : public nn::DecoderModel {
   Config c_;
 };
 
-ModelRegistrar reg("MixtralForCausalLM", [](const Checkpoint& ckpt, const LoadOptions& opt) {
-  return std::unique_ptr<MoeModel>(new Mixtral(ckpt, opt));
-});
-
 }  // namespace
+
+ESFT_REGISTER_FAMILY("MixtralForCausalLM", Mixtral);
+
 }  // namespace esft

@@ -14,8 +14,8 @@ class Olmoe final : public nn::DecoderModel {
     nn::MoeSpec moe;
   };
 
-  static Config parse(const Checkpoint& ckpt) {
-    nn::ConfigReader r(ckpt.config(), nn::config_where(ckpt));
+  static Config parse(const nn::WeightSource& src) {
+    nn::ConfigReader r(src.config(), src.config_where());
     Config c;
     c.base = nn::read_decoder_config(r, "OlmoeForCausalLM", 1e-5, /*default_pad=*/1);
     c.base.aux_coef = r.get_double("router_aux_loss_coef", 0.01, 0);
@@ -31,10 +31,10 @@ class Olmoe final : public nn::DecoderModel {
     return c;
   }
 
-  Olmoe(const Checkpoint& ckpt, const LoadOptions& opt) : Olmoe(ckpt, opt, parse(ckpt)) {}
-  Olmoe(const Checkpoint& ckpt, const LoadOptions& opt, Config c) : DecoderModel(ckpt, opt, c.base), c_(std::move(c)) {
+  Olmoe(nn::WeightSource& src, const LoadOptions& opt) : Olmoe(src, opt, parse(src)) {}
+  Olmoe(nn::WeightSource& src, const LoadOptions& opt, Config c) : DecoderModel(src, opt, c.base), c_(std::move(c)) {
     attn_ = c_.attn;
-    rope_.emplace(ckpt.config(), attn_.head_dim, nn::config_where(ckpt));
+    rope_.emplace(src.config(), attn_.head_dim, src.config_where());
     load_weights();
   }
 
@@ -43,9 +43,8 @@ class Olmoe final : public nn::DecoderModel {
   Config c_;
 };
 
-ModelRegistrar reg("OlmoeForCausalLM", [](const Checkpoint& ckpt, const LoadOptions& opt) {
-  return std::unique_ptr<MoeModel>(new Olmoe(ckpt, opt));
-});
-
 }  // namespace
+
+ESFT_REGISTER_FAMILY("OlmoeForCausalLM", Olmoe);
+
 }  // namespace esft

@@ -17,8 +17,8 @@ class Qwen3Moe final : public nn::DecoderModel {
     std::set<int64_t> mlp_only;
   };
 
-  static Config parse(const Checkpoint& ckpt) {
-    nn::ConfigReader r(ckpt.config(), nn::config_where(ckpt));
+  static Config parse(const nn::WeightSource& src) {
+    nn::ConfigReader r(src.config(), src.config_where());
     Config c;
     c.base = nn::read_decoder_config(r, "Qwen3MoeForCausalLM", 1e-6);
     c.base.dense_inter = r.get_int("intermediate_size", 0, 0);
@@ -40,10 +40,10 @@ class Qwen3Moe final : public nn::DecoderModel {
     return c;
   }
 
-  Qwen3Moe(const Checkpoint& ckpt, const LoadOptions& opt) : Qwen3Moe(ckpt, opt, parse(ckpt)) {}
-  Qwen3Moe(const Checkpoint& ckpt, const LoadOptions& opt, Config c) : DecoderModel(ckpt, opt, c.base), c_(std::move(c)) {
+  Qwen3Moe(nn::WeightSource& src, const LoadOptions& opt) : Qwen3Moe(src, opt, parse(src)) {}
+  Qwen3Moe(nn::WeightSource& src, const LoadOptions& opt, Config c) : DecoderModel(src, opt, c.base), c_(std::move(c)) {
     attn_ = c_.attn;
-    rope_.emplace(ckpt.config(), attn_.head_dim, nn::config_where(ckpt));
+    rope_.emplace(src.config(), attn_.head_dim, src.config_where());
     load_weights();
   }
 
@@ -55,9 +55,8 @@ class Qwen3Moe final : public nn::DecoderModel {
   Config c_;
 };
 
-ModelRegistrar reg("Qwen3MoeForCausalLM", [](const Checkpoint& ckpt, const LoadOptions& opt) {
-  return std::unique_ptr<MoeModel>(new Qwen3Moe(ckpt, opt));
-});
-
 }  // namespace
+
+ESFT_REGISTER_FAMILY("Qwen3MoeForCausalLM", Qwen3Moe);
+
 }  // namespace esft

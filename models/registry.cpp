@@ -5,6 +5,7 @@
 
 #include "esft/error.h"
 #include "esft/model.h"
+#include "esft/nn/weight_source.h"
 #include "esft/safetensors.h"
 
 namespace esft {
@@ -26,17 +27,28 @@ std::vector<std::string> registered_architectures() {
   return out;
 }
 
-std::unique_ptr<MoeModel> load_model(const fs::path& dir, const LoadOptions& opt) {
-  Checkpoint ckpt(dir);
-  const auto& cfg = ckpt.config();
-  if (!cfg.contains("architectures") || !cfg["architectures"].is_array() || cfg["architectures"].empty())
-    fail("{}: config.json has no \"architectures\" list; cannot tell the model family", (dir / "config.json").string());
+namespace {
+const ModelFactory& family_of(const nlohmann::json& cfg, const std::string& where) {
+  if (!cfg.contains("architectures") || !cfg["architectures"].is_array() || cfg["architectures"].empty() ||
+      !cfg["architectures"][0].is_string())
+    fail("{}: config.json has no \"architectures\" list; cannot tell the model family", where);
   std::string arch = cfg["architectures"][0].get<std::string>();
   auto it = registry().find(arch);
   if (it == registry().end())
-    fail("{}: unsupported architecture \"{}\" (supported: {})", (dir / "config.json").string(), arch,
-         fmt::join(registered_architectures(), ", "));
-  return it->second(ckpt, opt);
+    fail("{}: unsupported architecture \"{}\" (supported: {})", where, arch, fmt::join(registered_architectures(), ", "));
+  return it->second;
+}
+}  // namespace
+
+std::unique_ptr<MoeModel> load_model(const fs::path& dir, const LoadOptions& opt) {
+  Checkpoint ckpt(dir);
+  nn::CheckpointWeights src(ckpt);
+  return family_of(ckpt.config(), src.config_where())(src, opt);
+}
+
+std::unique_ptr<MoeModel> build_random_model(const nlohmann::json& config, const LoadOptions& opt, uint64_t seed) {
+  nn::RandomWeights src(config, "random weights", at::Device(opt.device), opt.dtype, seed);
+  return family_of(config, src.config_where())(src, opt);
 }
 
 at::ScalarType parse_dtype_flag(const std::string& s) {

@@ -7,6 +7,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +21,9 @@
 namespace esft {
 
 class Checkpoint;
+namespace nn {
+class WeightSource;
+}
 
 struct Batch {
   at::Tensor input_ids;     // [B,S] int64
@@ -96,7 +101,7 @@ class MoeModel {
   virtual std::vector<HfTensor> full_tensors() = 0;
 };
 
-using ModelFactory = std::function<std::unique_ptr<MoeModel>(const Checkpoint&, const LoadOptions&)>;
+using ModelFactory = std::function<std::unique_ptr<MoeModel>(nn::WeightSource&, const LoadOptions&)>;
 
 struct ModelRegistrar {
   ModelRegistrar(const std::string& architecture, ModelFactory factory);
@@ -105,6 +110,8 @@ std::vector<std::string> registered_architectures();
 
 // Reads dir/config.json, picks the family by architectures[0], loads the weights.
 std::unique_ptr<MoeModel> load_model(const fs::path& dir, const LoadOptions& opt);
+// The family of config["architectures"][0] with random weights made on opt.device (no checkpoint).
+std::unique_ptr<MoeModel> build_random_model(const nlohmann::json& config, const LoadOptions& opt, uint64_t seed = 0);
 
 at::ScalarType parse_dtype_flag(const std::string& s);  // "fp32"|"float32"|"bf16"|"bfloat16"|"fp16"
 

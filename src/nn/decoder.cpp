@@ -9,8 +9,6 @@
 
 namespace esft::nn {
 
-std::string config_where(const Checkpoint& ckpt) { return (ckpt.dir() / "config.json").string(); }
-
 DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& arch, double default_eps, int64_t default_pad) {
   DecoderConfig c;
   c.architecture = arch;
@@ -64,10 +62,9 @@ const at::Tensor& LayerInputs::mask(int64_t window, const at::Device& device) {
   return it->second;
 }
 
-DecoderModel::DecoderModel(const Checkpoint& ckpt, const LoadOptions& opt, DecoderConfig cfg)
-    : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype),
-      src_(std::make_unique<WeightSource>(ckpt)) {
-  const auto where = config_where(ckpt);
+DecoderModel::DecoderModel(WeightSource& src, const LoadOptions& opt, DecoderConfig cfg)
+    : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype), src_(&src) {
+  const auto where = src.config_where();
   ESFT_CHECK(cfg_.vocab > 0 && cfg_.hidden > 0 && cfg_.n_layers > 0,
              "{}: vocab_size, hidden_size and num_hidden_layers must be positive", where);
   ESFT_CHECK(cfg_.pad_id < cfg_.vocab, "{}: pad_token_id {} is outside the vocabulary (vocab_size {})", where, cfg_.pad_id,
@@ -97,12 +94,12 @@ void DecoderModel::load_weights() {
     if (auto spec = moe_spec(i)) {
       if (moe_.empty()) n_experts_ = int(spec->router.n_experts), top_k_ = int(spec->router.top_k);
       ESFT_CHECK(spec->router.n_experts == n_experts_ && spec->router.top_k == top_k_,
-                 "{}: MoE layers differ in expert count or top-k", config_where(src_->checkpoint()));
+                 "{}: MoE layers differ in expert count or top-k", src_->config_where());
       auto codec = expert_codec(i, *spec);
       moe_[i] = std::make_unique<MoeBlock>(lp + spec->module + ".", std::move(*spec), *src_, w_, std::move(codec));
     } else {
       ESFT_CHECK(cfg_.dense_inter > 0, "{}: layer {} is dense but intermediate_size is not set",
-                 config_where(src_->checkpoint()), i);
+                 src_->config_where(), i);
       load_gated_mlp(lp + "mlp.", H, cfg_.dense_inter, *src_, w_);
     }
   }
@@ -110,7 +107,7 @@ void DecoderModel::load_weights() {
   if (!cfg_.tie_embeddings) add("lm_head.weight", {V, H});
   else if (src_->has("lm_head.weight")) src_->ignore("lm_head.weight");  // tied: the embedding is used
   src_->check_all_used(cfg_.architecture);
-  src_.reset();
+  src_ = nullptr;
 }
 
 std::vector<int> DecoderModel::moe_layers() const {

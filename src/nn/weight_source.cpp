@@ -1,5 +1,7 @@
 #include "esft/nn/weight_source.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <fmt/ranges.h>
 
 #include "esft/error.h"
@@ -7,9 +9,10 @@
 
 namespace esft::nn {
 
-std::string WeightSource::where() const { return ckpt_.dir().string(); }
+std::string CheckpointWeights::config_where() const { return (ckpt_.dir() / "config.json").string(); }
+std::string CheckpointWeights::where() const { return ckpt_.dir().string(); }
 
-at::Tensor WeightSource::take(const std::string& name, const std::vector<int64_t>& shape) {
+at::Tensor CheckpointWeights::take(const std::string& name, const std::vector<int64_t>& shape) {
   if (!ckpt_.has(name)) fail("{}: tensor {} is missing from the checkpoint", where(), name);
   const auto& info = ckpt_.info(name);
   if (info.shape != shape)
@@ -19,13 +22,35 @@ at::Tensor WeightSource::take(const std::string& name, const std::vector<int64_t
   return load_tensor(ckpt_, name);
 }
 
-at::ScalarType WeightSource::dtype(const std::string& name) const { return to_scalar_type(ckpt_.info(name).dtype); }
+at::ScalarType CheckpointWeights::dtype(const std::string& name) const { return to_scalar_type(ckpt_.info(name).dtype); }
 
-void WeightSource::check_all_used(const std::string& arch) const {
+void CheckpointWeights::check_all_used(const std::string& arch) const {
   for (auto& n : ckpt_.names())
     if (!used_.count(n))
       fail("{}: tensor {} is not part of a {} with this config.json (wrong architecture or corrupt checkpoint?)", where(),
            n, arch);
+}
+
+RandomWeights::RandomWeights(nlohmann::json config, std::string name, at::Device device, at::ScalarType dtype,
+                             uint64_t seed, double std)
+    : config_(std::move(config)), name_(std::move(name)), device_(device), dtype_(dtype), std_(std) {
+  gen_ = device.is_cuda() ? at::globalContext().defaultGenerator(device) : at::make_generator<at::CPUGeneratorImpl>(seed);
+  if (device.is_cuda()) {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_current_seed(seed);
+  }
+}
+
+bool RandomWeights::has(const std::string& name) const {
+  auto ends = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+  return ends(".experts.gate_up_proj") || ends(".experts.down_proj");
+}
+
+at::Tensor RandomWeights::take(const std::string& name, const std::vector<int64_t>& shape) {
+  auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+  if (name.find("e_score_correction_bias") != std::string::npos) return at::zeros(shape, opts.dtype(at::kFloat));
+  if (name.find("norm") != std::string::npos) return at::ones(shape, opts);
+  return at::normal(0.0, std_, shape, gen_, opts);
 }
 
 }  // namespace esft::nn

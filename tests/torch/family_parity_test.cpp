@@ -6,6 +6,7 @@
 // each document alone.
 #include <gtest/gtest.h>
 
+#include "esft/error.h"
 #include "esft/model.h"
 #include "esft/tensor_io.h"
 #include "test_util.h"
@@ -183,4 +184,24 @@ TEST(Registry, UnknownArchitectureFailsLoudly) {
   }
 }
 
+}  // namespace
+
+namespace {
+// Models built in memory (esft bench) from a config alone: deterministic in the seed.
+TEST(Registry, RandomModelInMemory) {
+  auto dir = test::temp_dir("registry-random");
+  test::run_python("tiny_models.py", "--family qwen2_moe --config base --out " + dir.string());
+  auto cfg = nlohmann::json::parse(read_file(dir / "config.json"));
+  auto ids = at::randint(0, 128, {2, 9}, at::kLong);
+  auto logits = [&](uint64_t seed) {
+    at::NoGradGuard ng;
+    return build_random_model(cfg, LoadOptions{"cpu", at::kFloat}, seed)->forward(Batch{ids, {}, {}, {}}, {}).logits;
+  };
+  auto a = logits(1), b = logits(1), c = logits(2);
+  EXPECT_TRUE(at::isfinite(a).all().item<bool>());
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_FALSE(at::equal(a, c));
+  cfg["architectures"] = {"NopeForCausalLM"};
+  EXPECT_THROW(build_random_model(cfg, LoadOptions{}), Error);
+}
 }  // namespace

@@ -10,7 +10,9 @@
 // A family derives from DecoderModel, parses config.json into a DecoderConfig plus its own
 // fields, sets the attention spec and rope, and calls load_weights(), which asks the family for
 // each layer's MoE spec (or none: a dense layer) through moe_spec(). Families with attention
-// other than gqa_attention override load_attention() and attention().
+// other than gqa_attention override load_attention() and attention(). A family registers with
+// ESFT_REGISTER_FAMILY("XxxForCausalLM", Class), Class having a (WeightSource&, const
+// LoadOptions&) constructor.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -78,7 +80,7 @@ class DecoderModel : public MoeModel {
   MoeBlock* moe_block(int64_t layer);
 
  protected:
-  DecoderModel(const Checkpoint& ckpt, const LoadOptions& opt, DecoderConfig cfg);
+  DecoderModel(WeightSource& src, const LoadOptions& opt, DecoderConfig cfg);
 
   // ---- loading: the family's constructor sets attn_ / rope_ and calls load_weights() ----
   void load_weights();
@@ -103,13 +105,12 @@ class DecoderModel : public MoeModel {
   ParamStore w_;
   AttentionSpec attn_;
   std::optional<Rope> rope_;
-  std::unique_ptr<WeightSource> src_;  // during loading only
+  WeightSource* src_;  // during loading only
   std::map<int64_t, std::unique_ptr<MoeBlock>> moe_;
   int n_experts_ = 0, top_k_ = 0;
 };
 
 // Config-reading helpers shared by the family files.
-std::string config_where(const Checkpoint& ckpt);  // ".../config.json", for messages
 // The keys every family spells alike: vocab_size, hidden_size, num_hidden_layers, rms_norm_eps,
 // tie_word_embeddings, pad_token_id, router_aux_loss_coef, and hidden_act (which must be silu).
 // default_pad: the family's pad_token_id when config.json does not mention it (null = none).
@@ -121,3 +122,9 @@ AttentionSpec read_attention_heads(const ConfigReader& r, int64_t hidden);
 std::vector<int64_t> read_layer_windows(const ConfigReader& r, int64_t n_layers, int64_t window);
 
 }  // namespace esft::nn
+
+#define ESFT_REGISTER_FAMILY(architecture, Class)                                                       \
+  static ::esft::ModelRegistrar esft_family_registrar_##Class(                                          \
+      architecture, [](::esft::nn::WeightSource& src, const ::esft::LoadOptions& opt) {                  \
+        return std::unique_ptr<::esft::MoeModel>(new Class(src, opt));                                   \
+      })

@@ -1,9 +1,13 @@
-// Reading a family's weights out of a checkpoint: every tensor is checked against the shape the
-// config implies, and every checkpoint tensor must be claimed by the family (a leftover means a
-// wrong architecture, a wrong config or a corrupt checkpoint). Errors name directory and tensor.
+// Where a family's weights come from: a Hugging Face checkpoint directory, or random values for
+// a model built in memory (esft bench; no checkpoint on disk).
+//
+// Checkpoint: every tensor is checked against the shape the config implies, and every
+// checkpoint tensor must be claimed by the family (a leftover means a wrong architecture, a
+// wrong config or a corrupt checkpoint). Errors name directory and tensor.
 #pragma once
 #include <ATen/ATen.h>
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -14,21 +18,58 @@ namespace esft::nn {
 
 class WeightSource {
  public:
-  explicit WeightSource(const Checkpoint& ckpt) : ckpt_(ckpt) {}
-  const Checkpoint& checkpoint() const { return ckpt_; }
-  std::string where() const;  // the checkpoint directory, for messages
-  bool has(const std::string& name) const { return ckpt_.has(name); }
-  // The tensor on the CPU in its checkpoint dtype; its shape must be `shape`.
-  at::Tensor take(const std::string& name, const std::vector<int64_t>& shape);
-  at::ScalarType dtype(const std::string& name) const;
-  // Marks tensors the family knowingly ignores (e.g. a tied lm_head, multi-token-prediction layers).
-  void ignore(const std::string& name) { used_.insert(name); }
-  // Fails naming the first checkpoint tensor nobody took.
-  void check_all_used(const std::string& architecture) const;
+  virtual ~WeightSource() = default;
+  virtual const nlohmann::json& config() const = 0;  // the parsed config.json
+  virtual std::string config_where() const = 0;      // ".../config.json", for messages about it
+  virtual std::string where() const = 0;             // the checkpoint, for messages about tensors
+  virtual bool has(const std::string& name) const = 0;
+  // The tensor, of exactly `shape`, in the checkpoint's dtype; on the CPU, or already where the
+  // model wants it (random weights): callers move it with .to(device, dtype).
+  virtual at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) = 0;
+  virtual at::ScalarType dtype(const std::string& name) const = 0;
+  // Marks tensors the family knowingly ignores (a tied lm_head, multi-token-prediction layers).
+  virtual void ignore(const std::string& name) {}
+  // Fails naming the first tensor nobody took.
+  virtual void check_all_used(const std::string& architecture) const {}
+};
+
+class CheckpointWeights final : public WeightSource {
+ public:
+  explicit CheckpointWeights(const Checkpoint& ckpt) : ckpt_(ckpt) {}
+  const nlohmann::json& config() const override { return ckpt_.config(); }
+  std::string config_where() const override;
+  std::string where() const override;
+  bool has(const std::string& name) const override { return ckpt_.has(name); }
+  at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) override;
+  at::ScalarType dtype(const std::string& name) const override;
+  void ignore(const std::string& name) override { used_.insert(name); }
+  void check_all_used(const std::string& architecture) const override;
 
  private:
   const Checkpoint& ckpt_;
   std::set<std::string> used_;
+};
+
+// Random weights made on the model's device in its dtype: norms near 1, selection biases 0,
+// everything else normal(0, std). Routed experts come in transformers 5's fused layout.
+class RandomWeights final : public WeightSource {
+ public:
+  RandomWeights(nlohmann::json config, std::string name, at::Device device, at::ScalarType dtype, uint64_t seed,
+                double std = 0.02);
+  const nlohmann::json& config() const override { return config_; }
+  std::string config_where() const override { return name_ + " config"; }
+  std::string where() const override { return name_; }
+  bool has(const std::string& name) const override;
+  at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) override;
+  at::ScalarType dtype(const std::string&) const override { return dtype_; }
+
+ private:
+  nlohmann::json config_;
+  std::string name_;
+  at::Device device_;
+  at::ScalarType dtype_;
+  at::Generator gen_;
+  double std_;
 };
 
 }  // namespace esft::nn
