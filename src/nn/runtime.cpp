@@ -25,4 +25,10 @@ double peak_device_memory_gib(const std::string& device) {
   return double(stats.allocated_bytes[size_t(c10::CachingAllocator::StatType::AGGREGATE)].peak) / double(1 << 30);
 }
 
+void reset_peak_device_memory(const std::string& device) {
+  if (device.rfind("cuda", 0) != 0) return;
+  auto index = at::Device(device).has_index() ? at::Device(device).index() : c10::DeviceIndex(0);
+  c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+}
+
 }  // namespace esft
