@@ -34,8 +34,9 @@ void CheckpointWeights::check_all_used(const std::string& arch) const {
 RandomWeights::RandomWeights(nlohmann::json config, std::string name, at::Device device, at::ScalarType dtype,
                              uint64_t seed, double std)
     : config_(std::move(config)), name_(std::move(name)), device_(device), dtype_(dtype), std_(std) {
-  gen_ = device.is_cuda() ? at::globalContext().defaultGenerator(device) : at::make_generator<at::CPUGeneratorImpl>(seed);
-  if (device.is_cuda()) {
+  if (device_.is_cuda() && !device_.has_index()) device_ = at::Device(at::kCUDA, 0);  // generators need an index
+  gen_ = device_.is_cuda() ? at::globalContext().defaultGenerator(device_) : at::make_generator<at::CPUGeneratorImpl>(seed);
+  if (device_.is_cuda()) {
     std::lock_guard<std::mutex> lock(gen_.mutex());
     gen_.set_current_seed(seed);
   }
