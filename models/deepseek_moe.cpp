@@ -10,7 +10,7 @@ namespace esft::deepseek {
 MoeConfig read_moe_config(const nn::ConfigReader& r, const nn::DecoderConfig& base, int64_t default_shared,
                           int64_t default_first_dense, double default_scaling) {
   MoeConfig c;
-  const char* n_key = r.has("n_routed_experts") ? "n_routed_experts" : r.has("num_local_experts") ? "num_local_experts" : "num_experts";
+  const char* n_key = r.has("num_local_experts") ? "num_local_experts" : r.has("num_experts") ? "num_experts" : "n_routed_experts";
   const int64_t E = r.req_int(n_key, 1), inter = r.req_int("moe_intermediate_size", 1);
   c.moe.experts = {E, base.hidden, inter};
   c.n_shared = r.get_int("n_shared_experts", default_shared, 0);

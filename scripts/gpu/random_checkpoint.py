@@ -3,7 +3,8 @@ safetensors shards with model.safetensors.index.json (per-expert keys, as the re
 checkpoints). The default config is DeepSeek-V2-Lite's config.json as released (the ESFT paper's
 model); --vocab shrinks the vocabulary.
 
-Usage: random_checkpoint.py --out DIR [--vocab N] [--shard-gb 5] [--seed 0]
+Usage: random_checkpoint.py --out DIR [--vocab N] [--layers N] [--shard-gb 5] [--seed 0]
+(--layers: fewer decoder layers, for a quick check of the script on a CPU)
 Values: normal(0, 0.02), norms 1. Skips the work when DIR already holds this exact config.
 """
 import argparse
@@ -95,10 +96,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--vocab", type=int, default=V2_LITE["vocab_size"])
+    ap.add_argument("--layers", type=int, default=V2_LITE["num_hidden_layers"])
     ap.add_argument("--shard-gb", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    cfg = dict(V2_LITE, vocab_size=a.vocab)
+    cfg = dict(V2_LITE, vocab_size=a.vocab, num_hidden_layers=a.layers)
     cfg_path = os.path.join(a.out, "config.json")
     if os.path.exists(cfg_path) and os.path.exists(os.path.join(a.out, "model.safetensors.index.json")):
         with open(cfg_path) as f:
