@@ -27,15 +27,16 @@ using namespace esft;
 namespace {
 
 struct FamilyCase {
-  std::string family, config;  // a tiny_models.py entry
-  double token_weight_sum = 0;  // each token's logged weights sum to this (renormalised routers); 0: no fixed sum
+  std::string family, config;     // a tiny_models.py entry
+  size_t shared_tensors_per_layer;  // what "shared_experts": true trains in each MoE layer
+  double token_weight_sum = 0;    // each token's logged weights sum to this (renormalised routers); 0: no fixed sum
 };
 void PrintTo(const FamilyCase& c, std::ostream* os) { *os << c.family << "/" << c.config; }
 
 const FamilyCase kFamilies[] = {
-    {"deepseek_v2", "lite"},
-    {"deepseek_v3", "base", 2.5},
-    {"glm4_moe", "base", 2.5},
+    {"deepseek_v2", "lite", 3},       // gate, up, down of mlp.shared_experts
+    {"deepseek_v3", "base", 3, 2.5},  // renormalised, routed_scaling_factor 2.5
+    {"glm4_moe", "base", 3, 2.5},
 };
 
 std::map<std::string, at::Tensor> checkpoint_tensors(const fs::path& dir) {
@@ -71,13 +72,13 @@ fs::path write_data(const fs::path& dir, int64_t vocab, size_t n_lines) {
 // Which expert_config.json switch trains a checkpoint tensor.
 enum class Kind { RoutedExpert, SharedExpert, SelectionBias, NonExpert };
 Kind kind_of(const std::string& name, int* layer, int* expert) {
-  static const std::regex routed(R"(model\.layers\.(\d+)\.mlp\.experts\.(\d+)\..*)");
+  static const std::regex routed(R"(model\.layers\.(\d+)\.\w+\.experts\.(\d+)\..*)");
   std::smatch m;
   if (std::regex_match(name, m, routed)) {
     *layer = std::stoi(m[1]), *expert = std::stoi(m[2]);
     return Kind::RoutedExpert;
   }
-  if (name.find(".shared_experts.") != std::string::npos) return Kind::SharedExpert;
+  if (name.find(".shared_expert") != std::string::npos) return Kind::SharedExpert;  // shared_experts, shared_expert(_gate)
   if (name.find("e_score_correction_bias") != std::string::npos) return Kind::SelectionBias;
   return Kind::NonExpert;
 }
@@ -207,8 +208,8 @@ TEST_P(FamilyE2E, ScoreSelectTrainMerge) {
     EXPECT_EQ(adapter, trained) << run << ": the adapter holds exactly the trained tensors";
   }
   size_t n_shared = 0;
-  for (auto& n : trained_by(base, shared_cfg, mtp_prefix)) n_shared += n.find(".shared_experts.") != std::string::npos;
-  EXPECT_EQ(n_shared, 3 * moe.size()) << "gate, up and down of each MoE layer's shared experts are trained";
+  for (auto& n : trained_by(base, shared_cfg, mtp_prefix)) n_shared += n.find(".shared_expert") != std::string::npos;
+  EXPECT_EQ(n_shared, c.shared_tensors_per_layer * moe.size()) << "every MoE layer's shared experts are trained";
 
   // transformers loads the merged checkpoint and computes esft's logits.
   const std::string ids = "[[3, 55, 85, 27, 28, 123, 109, 74, 99, 97, 1]]";
