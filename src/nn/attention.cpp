@@ -51,10 +51,14 @@ at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::
   auto flat = [&](const at::Tensor& x) { return x.transpose(1, 2).reshape({B * S, x.size(1), x.size(3)}); };
   std::optional<int64_t> left, right;
   if (l.window > 0) left = l.window - 1, right = 0;
-  auto out = std::get<0>(at::_flash_attention_forward(flat(q), flat(k), flat(v), l.cu_seqlens, l.cu_seqlens, l.max_seqlen,
+  // The kernel wants one head size: narrower values (MLA: v 128 against q/k 192) are zero-padded.
+  const int64_t dv = v.size(3), dq = q.size(3);
+  auto vp = dv < dq ? at::constant_pad_nd(v, {0, dq - dv}) : v;
+  auto out = std::get<0>(at::_flash_attention_forward(flat(q), flat(k), flat(vp), l.cu_seqlens, l.cu_seqlens, l.max_seqlen,
                                                       l.max_seqlen, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false,
                                                       scale, left, right));
-  return out.view({B, S, N * v.size(3)});
+  if (dv < dq) out = out.narrow(-1, 0, dv);
+  return out.reshape({B, S, N * dv});
 }
 
 at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
@@ -84,7 +88,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      double scale, const at::Tensor& sinks) {
   if (layout.cu_seqlens.defined()) {
     const bool flash = q.is_cuda() && !sinks.defined() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) &&
-                       q.size(3) % 8 == 0 && q.size(3) <= 256 && v.size(3) == q.size(3);
+                       q.size(3) % 8 == 0 && q.size(3) <= 256 && v.size(3) <= q.size(3);
     return flash ? varlen_attention(q, k, v, layout, scale) : per_document_attention(q, k, v, layout, scale, sinks);
   }
   return attention_1(q, k, v, layout.mask, scale, sinks);

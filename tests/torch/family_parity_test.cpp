@@ -63,6 +63,9 @@ const Case kCases[] = {
     {"qwen2_moe", "base"},   {"qwen2_moe", "sparse_step"},   {"qwen2_moe", "sliding"}, {"qwen2_moe", "base", true},
     {"mixtral", "base"},     {"mixtral", "sliding"},         {"mixtral", "base", true},
     {"olmoe", "base"},       {"olmoe", "clip"},
+    {"deepseek_v2", "lite"}, {"deepseek_v2", "groups"},      {"deepseek_v2", "dense_mixed"}, {"deepseek_v2", "lite", true},
+    {"deepseek_v3", "base"}, {"deepseek_v3", "plain"},       {"deepseek_v3", "one_group"}, {"deepseek_v3", "base", true},
+    {"glm4_moe", "base"},    {"glm4_moe", "groups"},         {"glm4_moe", "base", true},
 };
 
 class FamilyParity : public ::testing::TestWithParam<Case> {};
@@ -181,7 +184,8 @@ TEST(Registry, UnknownArchitectureFailsLoudly) {
     FAIL() << "expected an error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("FancyMoeForCausalLM"), std::string::npos) << e.what();
-    for (auto arch : {"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "MixtralForCausalLM", "OlmoeForCausalLM"})
+    for (auto arch : {"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "MixtralForCausalLM", "OlmoeForCausalLM",
+                      "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Glm4MoeForCausalLM"})
       EXPECT_NE(std::string(e.what()).find(arch), std::string::npos) << e.what();
   }
 }
