@@ -16,7 +16,8 @@ struct ScoreOptions {
   std::string chat_format = "auto";
   int64_t max_length = 0;            // truncate samples to this many tokens; 0 = no limit
   bool skip_bad_lines = false;
-  int rank = 0, world_size = 1;      // this process's shard of the shuffled samples
+  int rank = 0, world_size = 1;      // this process's shard of the shuffled samples (launched: from the launcher)
+  int expert_parallel = 1;           // split each MoE layer's experts over this many launched processes
 };
 
 struct ScoreResult {

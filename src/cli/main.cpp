@@ -4,7 +4,10 @@
 #include <exception>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "esft/cli.h"
+#include "esft/dist/parallel.h"
 #include "esft/error.h"
 
 namespace esft::cli {
@@ -33,15 +36,23 @@ int main(int argc, char** argv) {
     if (c.name != argv[1]) continue;
     std::string prog = std::string("esft ") + argv[1];
     argv[1] = prog.data();
+    // In a multi-process job a failing rank tells the others (which then stop at once) and a
+    // clean end waits for all ranks; on one process end_job does nothing.
+    using esft::dist::ParallelContext;
+    auto failed = [&](const char* what) {
+      auto* par = ParallelContext::get();
+      std::string who = par && par->launched() ? " [rank " + std::to_string(par->rank()) + "]" : "";
+      std::fprintf(stderr, "esft %s%s: error: %s\n", c.name.c_str(), who.c_str(), what);
+      ParallelContext::end_job(false, what);
+      return 1;
+    };
     try {
-      if (argc == 2 && c.name == "train" && esft::cli::sagemaker_mode()) return esft::cli::sagemaker_train();
-      return c.fn(argc - 1, argv + 1);
-    } catch (const esft::Error& e) {
-      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
-      return 1;
+      int rc = argc == 2 && c.name == "train" && esft::cli::sagemaker_mode() ? esft::cli::sagemaker_train()
+                                                                             : c.fn(argc - 1, argv + 1);
+      ParallelContext::end_job(rc == 0, fmt::format("esft {} ended with exit status {}", c.name, rc));
+      return rc;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
-      return 1;
+      return failed(e.what());
     }
   }
   std::fprintf(stderr, "esft: unknown command '%s'\n\n", argv[1]);

@@ -63,7 +63,8 @@ const at::Tensor& LayerInputs::mask(int64_t window, const at::Device& device) {
 }
 
 DecoderModel::DecoderModel(WeightSource& src, const LoadOptions& opt, DecoderConfig cfg)
-    : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype), src_(&src) {
+    : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype), src_(&src),
+      placement_(opt.expert_placement) {
   const auto where = src.config_where();
   ESFT_CHECK(cfg_.vocab > 0 && cfg_.hidden > 0 && cfg_.n_layers > 0,
              "{}: vocab_size, hidden_size and num_hidden_layers must be positive", where);
@@ -96,7 +97,9 @@ void DecoderModel::load_weights() {
       ESFT_CHECK(spec->router.n_experts == n_experts_ && spec->router.top_k == top_k_,
                  "{}: MoE layers differ in expert count or top-k", src_->config_where());
       auto codec = expert_codec(i, *spec);
-      moe_[i] = std::make_unique<MoeBlock>(lp + spec->module + ".", std::move(*spec), *src_, w_, std::move(codec));
+      ExpertPlacement placement = placement_ ? placement_(i, spec->experts.n_experts) : ExpertPlacement{};
+      moe_[i] = std::make_unique<MoeBlock>(lp + spec->module + ".", std::move(*spec), *src_, w_, std::move(codec),
+                                           std::move(placement));
     } else {
       ESFT_CHECK(cfg_.dense_inter > 0, "{}: layer {} is dense but intermediate_size is not set",
                  src_->config_where(), i);
@@ -217,11 +220,12 @@ std::vector<TrainableTensor> DecoderModel::trainable_tensors() {
     auto t = block->banks().trainable();
     if (!t.gate_up.defined()) continue;
     const auto p = block->prefix() + "experts.trainable_";
-    out.push_back({p + "gate_up_proj", t.gate_up, true});
-    out.push_back({p + "down_proj", t.down, true});
+    const auto& ids = block->banks().trainable_ids();
+    out.push_back({p + "gate_up_proj", t.gate_up, true, ids});
+    out.push_back({p + "down_proj", t.down, true, ids});
     if (t.gate_up_bias.defined()) {
-      out.push_back({p + "gate_up_proj_bias", t.gate_up_bias, false});
-      out.push_back({p + "down_proj_bias", t.down_bias, false});
+      out.push_back({p + "gate_up_proj_bias", t.gate_up_bias, false, ids});
+      out.push_back({p + "down_proj_bias", t.down_bias, false, ids});
     }
   }
   return out;
@@ -262,6 +266,7 @@ void DecoderModel::load_adapter_tensors(const std::map<std::string, at::Tensor>&
   }
   for (auto& [key, parts] : per_expert) {
     auto& block = *moe_.at(key.first);
+    if (!block.banks().holds(key.second)) continue;  // another expert-parallel rank's
     block.banks().set_expert(key.second, block.codec().from_adapter(key.second, parts));
   }
 }

@@ -41,8 +41,9 @@ class MoeBlock {
  public:
   // prefix: "model.layers.{i}.{module}." Loads router and shared expert into the store, the
   // routed experts into banks on the store's device. codec: null = GatedExpertCodec(spec.naming).
+  // placement: under expert parallelism only this rank's experts are loaded.
   MoeBlock(std::string prefix, MoeSpec spec, WeightSource& src, ParamStore& store,
-           std::unique_ptr<ExpertCodec> codec = nullptr);
+           std::unique_ptr<ExpertCodec> codec = nullptr, ExpertPlacement placement = {});
 
   const MoeSpec& spec() const { return spec_; }
   const std::string& prefix() const { return prefix_; }
