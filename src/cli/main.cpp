@@ -39,20 +39,26 @@ int main(int argc, char** argv) {
     // In a multi-process job a failing rank tells the others (which then stop at once) and a
     // clean end waits for all ranks; on one process end_job does nothing.
     using esft::dist::ParallelContext;
-    auto failed = [&](const char* what) {
+    auto failed = [&](const std::string& what, int rc) {
       auto* par = ParallelContext::get();
       std::string who = par && par->launched() ? " [rank " + std::to_string(par->rank()) + "]" : "";
-      std::fprintf(stderr, "esft %s%s: error: %s\n", c.name.c_str(), who.c_str(), what);
-      ParallelContext::end_job(false, what);
-      return 1;
+      auto cause = ParallelContext::report_failure(what);
+      if (cause.empty() || cause.find(what) != std::string::npos)
+        std::fprintf(stderr, "esft %s%s: error: %s\n", c.name.c_str(), who.c_str(), what.c_str());
+      else  // the echo of another rank's failure: say that one
+        std::fprintf(stderr, "esft %s%s: stopping: %s\n", c.name.c_str(), who.c_str(), cause.c_str());
+      ParallelContext::end_job(false);
+      return rc;
     };
     try {
       int rc = argc == 2 && c.name == "train" && esft::cli::sagemaker_mode() ? esft::cli::sagemaker_train()
                                                                              : c.fn(argc - 1, argv + 1);
-      ParallelContext::end_job(rc == 0, fmt::format("esft {} ended with exit status {}", c.name, rc));
+      if (rc != 0 && ParallelContext::get() && ParallelContext::get()->launched())
+        return failed(fmt::format("esft {} ended with exit status {}", c.name, rc), rc);
+      ParallelContext::end_job(rc == 0);
       return rc;
     } catch (const std::exception& e) {
-      return failed(e.what());
+      return failed(e.what(), 1);
     }
   }
   std::fprintf(stderr, "esft: unknown command '%s'\n\n", argv[1]);

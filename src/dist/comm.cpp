@@ -151,17 +151,20 @@ Comm::Comm(const WorldInfo& world, const at::Device& device) : impl_(std::make_u
   m.timeout = collective_timeout();
   c10d::TCPStoreOptions so;
   so.port = uint16_t(world.master_port);
-  so.isServer = world.rank == 0;
+  so.isServer = world.rank == 0 && !world.agent_store;
   so.numWorkers = world.world_size;
   so.waitWorkers = true;
   so.timeout = m.timeout;
   try {
-    m.store = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
+    // Keys live under esft/attempt_N/ (a store shared with torchrun's agent, restarted attempts).
+    const auto prefix = fmt::format("esft/attempt_{}", world.restart);
+    if (world.agent_store) so.numWorkers = std::nullopt, so.waitWorkers = false;
+    m.store = c10::make_intrusive<c10d::PrefixStore>(prefix, c10::make_intrusive<c10d::TCPStore>(world.master_addr, so));
     c10d::TCPStoreOptions wo = so;
     wo.isServer = false;
     wo.numWorkers = std::nullopt;
     wo.waitWorkers = false;
-    m.watch_store = c10::make_intrusive<c10d::TCPStore>(world.master_addr, wo);
+    m.watch_store = c10::make_intrusive<c10d::PrefixStore>(prefix, c10::make_intrusive<c10d::TCPStore>(world.master_addr, wo));
   } catch (const std::exception& e) {
     fail("rank {}: rendezvous with {}:{} ({} ranks) failed: {}", world.rank, world.master_addr, world.master_port,
          world.world_size, e.what());
@@ -194,13 +197,20 @@ Group Comm::subgroup(const std::string& name, const std::vector<int>& members) {
   return g;
 }
 
-void Comm::post_failure(const std::string& message) {
-  impl_->posted = true;
+std::string Comm::report_failure(const std::string& message) {
+  impl_->posted = true;  // the watchdog must not end this process before it has said why
   auto text = fmt::format("rank {} failed: {}", impl_->world.rank, message);
   try {
-    impl_->watch_store->set(kFailedKey, std::vector<uint8_t>(text.begin(), text.end()));
+    auto& store = *impl_->watch_store;
+    const bool echo = message.find("Connection closed") != std::string::npos ||
+                      message.find("Connection reset") != std::string::npos || message.find("gloo") != std::string::npos ||
+                      message.find("NCCL") != std::string::npos || message.find("imed out") != std::string::npos;
+    for (int i = 0; echo && i < 60 && !store.check({kFailedKey}); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto v = store.compareSet(kFailedKey, std::vector<uint8_t>{}, std::vector<uint8_t>(text.begin(), text.end()));
+    return std::string(v.begin(), v.end());
   } catch (const std::exception&) {
-    // the store may be gone already (rank 0 failed); the launcher still stops everyone
+    return text;  // the store is gone (rank 0 ended): the launcher still stops everyone
   }
 }
 

@@ -134,6 +134,9 @@ WorldInfo world_from_env(const Env& env) {
     w.local_world_size = get_int_or(env, "LOCAL_WORLD_SIZE", w.world_size, 1, 1 << 20);
     w.master_addr = get(env, "MASTER_ADDR").value_or("127.0.0.1");
     w.master_port = get_int_or(env, "MASTER_PORT", 29500, 1, 65535);
+    auto agent = get(env, "TORCHELASTIC_USE_AGENT_STORE");
+    w.agent_store = agent && (*agent == "True" || *agent == "true" || *agent == "1");
+    w.restart = get_int_or(env, "TORCHELASTIC_RESTART_COUNT", 0, 0, 1 << 20);
     check_world(w, "RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE");
     return w;
   }
@@ -287,6 +290,9 @@ int spawn_workers(const LaunchPlan& plan, const std::vector<std::string>& args) 
              {"MASTER_PORT", std::to_string(port)},
              {"ESFT_LAUNCHER", "esft"}})
       env.push_back(kv.first + "=" + kv.second);
+    // The workers of a node share its cores (as torchrun does, unless the user says otherwise).
+    if (!std::getenv("OMP_NUM_THREADS"))
+      env.push_back("OMP_NUM_THREADS=" + std::to_string(std::max(1u, std::thread::hardware_concurrency() / unsigned(plan.nproc))));
     pid_t pid = ::fork();
     ESFT_CHECK(pid >= 0, "fork failed: {}", std::strerror(errno));
     if (pid == 0) {

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <set>
-#include <thread>
 #include <tuple>
 
 #include "esft/error.h"
@@ -94,9 +93,6 @@ ParallelContext& ParallelContext::init(int expert_parallel, const std::string& d
     }
     if (w.launched()) {
       set_log_rank(w.rank);
-      // CPU workers of one node share its cores rather than each taking all of them.
-      if (c.device_ == "cpu" && w.local_world_size > 1)
-        at::set_num_threads(std::max<int>(1, int(std::thread::hardware_concurrency()) / w.local_world_size));
       c.comm_ = std::make_unique<Comm>(w, at::Device(c.device_));
       c.world_ = c.comm_->world();
     }
@@ -400,14 +396,18 @@ std::string ParallelContext::broadcast_text(const std::string& text) const {
   return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), n);
 }
 
-void ParallelContext::end_job(bool ok, const std::string& error) {
+std::string ParallelContext::report_failure(const std::string& error) {
+  if (!g_ctx || !g_ctx->comm_) return "";
+  return g_ctx->comm_->report_failure(error);
+}
+
+void ParallelContext::end_job(bool ok) {
   if (!g_ctx || !g_ctx->comm_) return;
   if (ok) {
     g_ctx->comm_->finish();
     g_ctx.reset();  // process groups go before the process's static objects do
     return;
   }
-  g_ctx->comm_->post_failure(error);
   std::fflush(stdout);
   std::fflush(stderr);
   std::_Exit(1);

@@ -267,10 +267,11 @@ void run_training(const TrainOptions& opt) {
   model->configure_training(sel);
   par.attach(*model, &sel);
   auto params = model->trainable_tensors();
-  int64_t n_trainable = 0;
-  for (auto& p : params) n_trainable += p.tensor.numel();
   // Under expert parallelism a rank may hold nothing to train; the selection as a whole must.
-  n_trainable = int64_t(par.sum({double(n_trainable)})[0]) / par.edp_size();
+  // Replicated tensors are counted here once, experts once per replica group.
+  double n_dense = 0, n_expert = 0;
+  for (auto& p : params) (p.expert_ids.empty() ? n_dense : n_expert) += double(p.tensor.numel());
+  const int64_t n_trainable = int64_t(n_dense + par.sum({n_expert})[0] / par.edp_size());
   ESFT_CHECK(n_trainable > 0, "{}: selects nothing to train", opt.expert_config.string());
   AdamW optim(params, opt.adamw);
 
@@ -327,6 +328,7 @@ void run_training(const TrainOptions& opt) {
     for (auto i : batch_rows) n_items += loss_tokens(rows[i]);
 
     auto t0 = std::chrono::steady_clock::now();
+    par.take_comm_seconds();  // this step's all-to-all time only
     optim.zero_grad();
     double loss_sum = 0;
     int64_t n_tokens = 0, n_counted = 0;

@@ -59,8 +59,10 @@ class Comm {
   // A sub-group of `members` (world ranks, every rank of it calls this with the same list,
   // in the same order of creation on every rank). `name` keys its rendezvous.
   Group subgroup(const std::string& name, const std::vector<int>& members);
-  // This rank failed: tell the others (they exit with `message`).
-  void post_failure(const std::string& message);
+  // This rank failed: tell the others (they exit with it), unless another rank's failure came
+  // first. Returns the failure that counts ("rank R failed: ..."). A communication error here
+  // is usually the echo of another rank's end: its report is waited for a moment.
+  std::string report_failure(const std::string& message);
   // A clean end: stop watching for failures and wait for everyone.
   void finish();
 

@@ -33,6 +33,10 @@ struct WorldInfo {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string launcher = "none";  // esft | torchrun | slurm | sagemaker | none
+  // torchrun's agent already serves the rendezvous store at MASTER_ADDR:MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE): rank 0 joins it instead of serving its own.
+  bool agent_store = false;
+  int restart = 0;  // TORCHELASTIC_RESTART_COUNT: keys of a restarted attempt stay apart
   bool launched() const { return launcher != "none"; }
 };
 

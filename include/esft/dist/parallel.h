@@ -102,8 +102,11 @@ class ParallelContext {
   std::string broadcast_text(const std::string& text) const;
 
   void barrier() const { world_.barrier(); }
-  // A clean end (all ranks), or this rank's failure told to the others. Called by main().
-  static void end_job(bool ok, const std::string& error);
+  // Called by main(). A failure: tells the other ranks (report_failure) and returns the failure
+  // that counts, which may be another rank's ("" when this process is alone). end_job: a clean
+  // end waits for all ranks; after a failure it exits at once (collectives may hang otherwise).
+  static std::string report_failure(const std::string& error);
+  static void end_job(bool ok);
 
  private:
   ParallelContext() = default;
