@@ -9,6 +9,7 @@
 #      with expert parallelism over N, same global batch: tok/s, tok/s per GPU, all-to-all time.
 # Prints a table at the end; logs and outputs stay in $OUT (default /tmp/esft-multi-gpu).
 #   bash scripts/gpu/multi_gpu.sh            LAYERS=4 SEQ=4096 STEPS=6 bash scripts/gpu/multi_gpu.sh
+# Smoke test of the script itself without GPUs: DEVICE=cpu N=4 ESFT=build/esft SKIP_BIG=1 bash scripts/gpu/multi_gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0   # NVLink SHARP multicast stays off on the lent machines
@@ -16,17 +17,21 @@ export ESFT_COLLECTIVE_TIMEOUT_S=${ESFT_COLLECTIVE_TIMEOUT_S:-600}
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/esft-multi-gpu}
 LAYERS=${LAYERS:-4} SEQ=${SEQ:-4096} STEPS=${STEPS:-6}
-N=$(nvidia-smi -L | wc -l)
+DEVICE=${DEVICE:-cuda}
+N=${N:-$(nvidia-smi -L | wc -l)}
 [ "$N" -ge 2 ] || { echo "multi_gpu.sh: needs at least 2 GPUs, found $N"; exit 1; }
 rm -rf "$OUT"; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1 | sed "s/^/GPUs: ${N} x /"
+[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1 | sed "s/^/GPUs: ${N} x /"
 
 # ---- 1. build ----
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DESFT_BUILD_TESTS=OFF -DESFT_REQUIRE_NCCL=ON \
-  -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" > "$OUT/cmake.log" 2>&1 \
-  || { tail -20 "$OUT/cmake.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target esft > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-ESFT=$PWD/build-gpu/esft
+if [ -z "${ESFT:-}" ]; then
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DESFT_BUILD_TESTS=OFF -DESFT_REQUIRE_NCCL=ON \
+    -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" > "$OUT/cmake.log" 2>&1 \
+    || { tail -20 "$OUT/cmake.log"; exit 1; }
+  cmake --build build-gpu -j"$(nproc)" --target esft > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  ESFT=$PWD/build-gpu/esft
+fi
+ESFT=$(realpath "$ESFT")
 TORCHRUN="$PY -m torch.distributed.run --standalone"
 
 # ---- 2. correctness on the tiny model ----
@@ -35,7 +40,7 @@ echo '{"experts": {"1": [4, 11, 0, 7, 2], "3": [6]}}' > "$OUT/cfg.json"
 tiny() {  # name dtype launcher-prefix extra-args...
   local name=$1 dtype=$2 pre=$3; shift 3
   $pre "$ESFT" train --model tests/data/tiny-qwen3-moe --data tests/data/tiny-intent-train.tokens.jsonl \
-    --expert-config "$OUT/cfg.json" --device cuda --dtype "$dtype" --max-steps 3 --global-batch-size 8 \
+    --expert-config "$OUT/cfg.json" --device "$DEVICE" --dtype "$dtype" --max-steps 3 --global-batch-size 8 \
     --micro-batch-size 2 --max-length 96 --learning-rate 1e-2 --max-grad-norm 0.5 --router-aux-loss \
     --output "$OUT/tiny/$name" "$@" > "$OUT/tiny/$name.log" 2>&1 || echo "FAILED: $name (see $OUT/tiny/$name.log)"
 }
@@ -57,7 +62,7 @@ for dtype in fp32 bf16; do
 done
 score() {  # name extra-args...
   local name=$1; shift
-  "$ESFT" score --model tests/data/tiny-qwen3-moe --data tests/data/tiny-intent-train.tokens.jsonl --device cuda \
+  "$ESFT" score --model tests/data/tiny-qwen3-moe --data tests/data/tiny-intent-train.tokens.jsonl --device "$DEVICE" \
     --dtype fp32 --n-sample-tokens 3000 --output "$OUT/score/$name" "$@" > "$OUT/score/$name.log" 2>&1 \
     || echo "FAILED: score $name (see $OUT/score/$name.log)"
 }
@@ -66,7 +71,7 @@ score ref-rank0 --rank 0 --world-size 2; score ref-rank0 --rank 1 --world-size 2
 score ep2 --nproc-per-node 2 --expert-parallel 2
 
 # ---- 3. throughput on Qwen3-30B-A3B shapes ----
-$PY - "$OUT/big" "$LAYERS" "$SEQ" "$(( 2 * N * (STEPS + 1) ))" <<'PY' > "$OUT/big.log" 2>&1
+[ -n "${SKIP_BIG:-}" ] || $PY - "$OUT/big" "$LAYERS" "$SEQ" "$(( 2 * N * (STEPS + 1) ))" <<'PY' > "$OUT/big.log" 2>&1
 import json, os, sys, torch
 from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 out, layers, seq, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -92,9 +97,11 @@ big() {  # name nproc ep
     --packing none --learning-rate 1e-5 --nproc-per-node "$nproc" --expert-parallel "$ep" \
     --output "$OUT/big/$name" > "$OUT/big/$name.log" 2>&1 || echo "FAILED: big $name (see $OUT/big/$name.log)"
 }
-big 1gpu 1 1
-big "ep$N" "$N" "$N"
-big "dp$N" "$N" 1
+if [ -z "${SKIP_BIG:-}" ]; then
+  big 1gpu 1 1
+  big "ep$N" "$N" "$N"
+  big "dp$N" "$N" 1
+fi
 
 # ---- table ----
 $PY - "$OUT" "$N" "${runs[@]}" <<'PY'
@@ -104,7 +111,12 @@ out, n, runs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def metrics(d):
     p = os.path.join(d, "metrics.jsonl")
     return [json.loads(l) for l in open(p)] if os.path.exists(p) else None
-print("\n| run (vs 1 GPU, same dtype) | max rel diff loss | max rel diff grad_norm | max rel diff adapter | verdict |")
+# fp32: the runs differ only in the order of float additions; the adapter is saved in the
+# checkpoint's bf16, so one rounding step. bf16: expert parallelism groups other ranks' rows into
+# the expert matmuls, so bf16 rounding differs; AdamW (lr 1e-2, 3 steps) turns a flipped sign of
+# a near-zero gradient into up to 2 * lr per step, which bounds the adapter difference.
+LR, STEPS = 1e-2, 3
+print("\n| run (vs 1 GPU, same dtype) | max rel diff loss | max rel diff grad_norm | adapter: max rel diff / max abs diff | verdict |")
 print("|---|---|---|---|---|")
 for r in runs:
     dtype = r.split("-")[0]
@@ -115,10 +127,16 @@ for r in runs:
     dl = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(ma, mb))
     dg = max(abs(a["grad_norm"] - b["grad_norm"]) / abs(a["grad_norm"]) for a, b in zip(ma, mb))
     A, B = load_file(f"{ref}/adapter/model.safetensors"), load_file(f"{got}/adapter/model.safetensors")
-    da = max(((A[k].float() - B[k].float()).abs().max() / A[k].float().abs().max()).item() for k in A) if set(A) == set(B) else float("inf")
-    tol = (1e-4, 2e-2) if dtype == "fp32" else (3e-2, 1e-1)
-    ok = dl < tol[0] and dg < tol[0] and da < tol[1] and (r.split("-", 1)[1] != "nproc1" or (dl == 0 and dg == 0 and da == 0))
-    print(f"| {r} | {dl:.2e} | {dg:.2e} | {da:.2e} | {'ok' if ok else 'MISMATCH'} |")
+    same = set(A) == set(B)
+    da = max(((A[k].float() - B[k].float()).abs().max() / A[k].float().abs().max()).item() for k in A) if same else float("inf")
+    dabs = max((A[k].float() - B[k].float()).abs().max().item() for k in A) if same else float("inf")
+    if dtype == "fp32":
+        ok = dl < 1e-4 and dg < 1e-4 and da < 2e-2
+    else:
+        ok = dl < 1e-3 and dg < 2e-2 and dabs <= 2 * LR * STEPS
+    if r.split("-", 1)[1] == "nproc1":  # the same code path on one process: bit for bit
+        ok = dl == 0 and dg == 0 and da == 0
+    print(f"| {r} | {dl:.2e} | {dg:.2e} | {da:.2e} / {dabs:.2e} | {'ok' if ok else 'MISMATCH'} |")
 try:
     sa = json.load(open(f"{out}/score/ref-rank0/summary.json"))["token_scores"]
     sb = json.load(open(f"{out}/score/ep2/summary.json"))["token_scores"]
@@ -126,6 +144,8 @@ try:
     print(f"| score, EP 2 vs 2 single processes | token score max abs diff {d:.1e} | | | {'ok' if d < 2e-3 else 'MISMATCH'} |")
 except Exception as e:
     print(f"| score, EP 2 | FAILED ({e}) | | | |")
+if not os.path.isdir(os.path.join(out, "big")):
+    sys.exit(0)
 print(f"\n| throughput, Qwen3-30B-A3B shapes | tok/s (all GPUs) | tok/s per GPU | all-to-all s/step | peak GiB |")
 print("|---|---|---|---|---|")
 for name in ["1gpu", f"ep{n}", f"dp{n}"]:

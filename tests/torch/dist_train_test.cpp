@@ -26,7 +26,8 @@ namespace {
 const fs::path kModel = test::source_dir() / "tests/data/tiny-qwen3-moe";
 const fs::path kData = test::source_dir() / "tests/data/tiny-intent-train.tokens.jsonl";
 const fs::path kEval = test::source_dir() / "tests/data/tiny-intent-eval.tokens.jsonl";
-const std::string kTorchrun = "/opt/esft/venv/bin/torchrun";
+// torchrun of the Python env the tests use (scripts/setup.sh installs torch there).
+const std::string kTorchrun = (fs::path(ESFT_PYTHON).parent_path() / "torchrun").string();
 
 // Layer 3 trains one expert: with 2 or 4 expert-parallel ranks, some rank holds no trained
 // expert of that layer (and the ranks without one upstream must still join every backward
