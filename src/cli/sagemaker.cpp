@@ -1,6 +1,7 @@
 // SageMaker training-container entrypoint. SageMaker starts the image as `IMAGE train`; with
 // ENTRYPOINT ["esft"] that is `esft train` with no flags. In that case (and only when
-// /opt/ml/input/config/hyperparameters.json exists) the flags come from SageMaker's contract:
+// /opt/ml/input/config/hyperparameters.json exists; SM_INPUT_CONFIG_DIR moves it) the flags come
+// from SageMaker's contract:
 //   hyperparameters.json  {"learning-rate": "1e-5", "save-full": "true", ...} -> --learning-rate 1e-5 --save-full
 //                         (underscores may be used for dashes; "false" drops a switch)
 //   channel model         the HF checkpoint directory            -> --model
@@ -69,10 +70,14 @@ int run_subcommand(const std::string& name, std::vector<std::string> args) {
 
 }  // namespace
 
-bool sagemaker_mode() { return fs::exists("/opt/ml/input/config/hyperparameters.json"); }
+namespace {
+fs::path hyperparameters_file() { return fs::path(env_or("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")) / "hyperparameters.json"; }
+}  // namespace
+
+bool sagemaker_mode() { return fs::exists(hyperparameters_file()); }
 
 int sagemaker_train() {
-  auto hp = nlohmann::json::parse(read_file("/opt/ml/input/config/hyperparameters.json"));
+  auto hp = nlohmann::json::parse(read_file(hyperparameters_file()));
   std::map<std::string, std::string> kv;
   for (auto& [k, v] : hp.items()) {
     std::string key = k;
@@ -84,6 +89,7 @@ int sagemaker_train() {
   if (kv.count("nproc-per-node")) nproc = std::atoi(kv["nproc-per-node"].c_str());
   kv.erase("nproc-per-node");
   if (auto rc = dist::launch_if_asked(nproc, {"train"})) return *rc;
+  if (auto w = dist::world_from_env(dist::process_env()); w.launched()) set_log_rank(w.rank);  // rank 0 speaks
 
   fs::path model = kv.count("model") ? fs::path(kv["model"]) : channel("model");
   fs::path out = env_or("SM_MODEL_DIR", "/opt/ml/model");
@@ -114,7 +120,8 @@ int sagemaker_train() {
     fs::path scores = out / "expert_scores";
     auto a = common;
     a.insert(a.end(), {"--output", scores.string()});
-    if (kv.count("chat-format")) a.insert(a.end(), {"--chat-format", kv["chat-format"]});
+    for (auto k : {"chat-format", "device", "dtype"})
+      if (kv.count(k)) a.insert(a.end(), {std::string("--") + k, kv[k]});
     for (auto& f : flags(score_kv)) a.push_back(f);
     if (int rc = run_subcommand("score", a)) return rc;
     expert_config = out / "expert_config.json";
