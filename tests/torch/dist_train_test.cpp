@@ -400,3 +400,27 @@ TEST(DistSageMaker, TwoHostsOfTwoWorkersRunThePipelineWithoutASharedFileSystem) 
 }
 
 }  // namespace
+
+namespace {
+
+TEST(DistTrain, SlurmTwoNodesOfTwoWorkersEqualOneProcess) {
+  // srun --nodes 2 --ntasks-per-node 1 esft train ... --nproc-per-node 2: each task spawns its
+  // node's two workers; ranks node by node; rank 0 at the first host (here MASTER_ADDR).
+  auto out = fixture().dir / "slurm";
+  const std::string port = std::to_string(free_port());
+  auto node = [&](int n) {
+    return "SLURM_JOB_ID=77 SLURM_STEP_ID=0 SLURM_PROCID=" + std::to_string(n) +
+           " SLURM_NTASKS=2 SLURM_LOCALID=0 SLURM_STEP_TASKS_PER_NODE='1(x2)' SLURM_JOB_NODELIST='node[1-2]'"
+           " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " ESFT_COLLECTIVE_TIMEOUT_S=120 " + test::esft_bin() +
+           fixture().common + " --nproc-per-node 2 --expert-parallel 2 --output " + out.string() + " 2> " +
+           out.string() + ".node" + std::to_string(n) + ".log; echo $? > " + out.string() + ".rc" + std::to_string(n);
+  };
+  ASSERT_EQ(test::run("(" + node(0) + ") & " + node(1) + "; wait"), 0);
+  EXPECT_EQ(read_file(out.string() + ".rc0"), "0\n") << read_file(out.string() + ".node0.log");
+  EXPECT_EQ(read_file(out.string() + ".rc1"), "0\n") << read_file(out.string() + ".node1.log");
+  EXPECT_NE(read_file(out.string() + ".node1.log").find("launching 2 worker(s) on node 1 of 2 (world size 4"),
+            std::string::npos);
+  expect_same_run(out, "SLURM 2 nodes x 2");
+}
+
+}  // namespace
