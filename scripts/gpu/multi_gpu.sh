@@ -52,7 +52,8 @@ for dtype in fp32 bf16; do
   tiny "$dtype-ep2" $dtype "" --nproc-per-node 2 --expert-parallel 2
   tiny "$dtype-dp2" $dtype "" --nproc-per-node 2 --expert-parallel 1
   tiny "$dtype-torchrun-ep2" $dtype "$TORCHRUN --nproc-per-node 2 --no-python" --expert-parallel 2
-  runs+=("$dtype-nproc1" "$dtype-ep2" "$dtype-dp2" "$dtype-torchrun-ep2")
+  tiny "$dtype-ep2-ckpt" $dtype "" --nproc-per-node 2 --expert-parallel 2 --activation-checkpointing
+  runs+=("$dtype-nproc1" "$dtype-ep2" "$dtype-dp2" "$dtype-torchrun-ep2" "$dtype-ep2-ckpt")
   if [ "$N" -ge 4 ]; then
     tiny "$dtype-ep4" $dtype "" --nproc-per-node 4 --expert-parallel 4
     tiny "$dtype-dp2xep2" $dtype "" --nproc-per-node 4 --expert-parallel 2

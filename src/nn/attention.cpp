@@ -44,10 +44,55 @@ at::Tensor sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   return at::matmul(probs, vv);
 }
 
+// Flash attention over variable-length documents: q/k/v [B,N,S,D] -> [B,S,N*Dv].
+at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
+                            double scale) {
+  const int64_t B = q.size(0), N = q.size(1), S = q.size(2);
+  auto flat = [&](const at::Tensor& x) { return x.transpose(1, 2).reshape({B * S, x.size(1), x.size(3)}); };
+  std::optional<int64_t> left, right;
+  if (l.window > 0) left = l.window - 1, right = 0;
+  auto out = std::get<0>(at::_flash_attention_forward(flat(q), flat(k), flat(v), l.cu_seqlens, l.cu_seqlens, l.max_seqlen,
+                                                      l.max_seqlen, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false,
+                                                      scale, left, right));
+  return out.view({B, S, N * v.size(3)});
+}
+
+at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
+                       const at::Tensor& sinks);
+
+// Each document attended on its own, as if it were the only sequence: exactly what a forward of
+// that document alone computes (the CPU path; the flash kernel does this in one launch).
+at::Tensor per_document_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
+                                  double scale, const at::Tensor& sinks) {
+  const int64_t B = q.size(0), S = q.size(2);
+  auto flat = [&](const at::Tensor& x) { return x.transpose(0, 1).reshape({x.size(1), B * S, x.size(3)}); };  // [N,B*S,D]
+  auto qf = flat(q), kf = flat(k), vf = flat(v);
+  auto cu = l.cu_seqlens.to(at::kCPU, at::kLong);
+  std::vector<at::Tensor> parts;
+  for (int64_t d = 0; d + 1 < cu.size(0); ++d) {
+    const int64_t b = cu[d].item<int64_t>(), n = cu[d + 1].item<int64_t>() - b;
+    auto piece = [&](const at::Tensor& x) { return x.narrow(1, b, n).unsqueeze(0); };
+    auto mask = l.window > 0 && l.window < n ? attention_mask({}, n, l.window, q.device()) : at::Tensor();
+    parts.push_back(attention_1(piece(qf), piece(kf), piece(vf), mask, scale, sinks).squeeze(0));  // [n, N*Dv]
+  }
+  return at::cat(parts, 0).view({B, S, -1});
+}
+
 }  // namespace
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
-                     const at::Tensor& sinks) {
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
+                     double scale, const at::Tensor& sinks) {
+  if (layout.cu_seqlens.defined()) {
+    const bool flash = q.is_cuda() && !sinks.defined() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) &&
+                       q.size(3) % 8 == 0 && q.size(3) <= 256 && v.size(3) == q.size(3);
+    return flash ? varlen_attention(q, k, v, layout, scale) : per_document_attention(q, k, v, layout, scale, sinks);
+  }
+  return attention_1(q, k, v, layout.mask, scale, sinks);
+}
+
+namespace {
+at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
+                       const at::Tensor& sinks) {
   at::Tensor out;
   if (sinks.defined()) {
     out = sink_attention(q, k, v, mask, scale, sinks);
@@ -60,6 +105,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   // [B,N,S,Dv] -> [B,S,N*Dv]
   return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * v.size(3)});
 }
+}  // namespace
 
 void load_attention_weights(const AttentionSpec& s, const std::string& p, WeightSource& src, ParamStore& store) {
   const int64_t H = s.hidden, Dq = s.n_heads * s.head_dim, Dkv = s.n_kv_heads * s.head_dim;
@@ -78,11 +124,11 @@ void load_attention_weights(const AttentionSpec& s, const std::string& p, Weight
 }
 
 at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const ParamStore& w, const at::Tensor& x,
-                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask) {
+                         const at::Tensor& cos, const at::Tensor& sin, const AttentionLayout& layout) {
   const int64_t B = x.size(0), S = x.size(1), D = s.head_dim;
-  auto q = linear(x, w.get(p + "q_proj.weight"), w.get_opt(p + "q_proj.bias"));
-  auto k = linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
-  auto v = linear(x, w.get(p + "v_proj.weight"), w.get_opt(p + "v_proj.bias"));
+  auto q = nn::linear(x, w.get(p + "q_proj.weight"), w.get_opt(p + "q_proj.bias"));
+  auto k = nn::linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
+  auto v = nn::linear(x, w.get(p + "v_proj.weight"), w.get_opt(p + "v_proj.bias"));
   if (s.qk_norm == QkNorm::FullWidth) {
     q = rms_norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
     k = rms_norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
@@ -97,9 +143,9 @@ at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const Par
   q = apply_rope(q.transpose(1, 2), cos, sin, s.rope_style);
   k = apply_rope(k.transpose(1, 2), cos, sin, s.rope_style);
   v = v.view({B, S, -1, D}).transpose(1, 2);
-  auto o = attention(q, k, v, mask, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
+  auto o = attention(q, k, v, layout, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
                      s.sinks ? w.get(p + "sinks") : at::Tensor());
-  return linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));
+  return nn::linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));
 }
 
 }  // namespace esft::nn

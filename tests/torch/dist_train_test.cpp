@@ -205,7 +205,10 @@ TEST(DistTrain, RanksWithoutATrainedExpertUpstreamJoinEveryBackwardExchange) {
     return out;
   };
   auto ref = run("single", "");
-  for (auto [args, name] : {std::pair{"--nproc-per-node 2 --expert-parallel 2", "ep2"}, {"--nproc-per-node 4 --expert-parallel 4", "ep4"}}) {
+  // Also with activation checkpointing: every rank re-runs the layers (and their exchanges) alike.
+  for (auto [args, name] : {std::pair{"--nproc-per-node 2 --expert-parallel 2", "ep2"},
+                            {"--nproc-per-node 4 --expert-parallel 4", "ep4"},
+                            {"--nproc-per-node 2 --expert-parallel 2 --activation-checkpointing", "ep2-ckpt"}}) {
     auto out = run(name, args);
     auto ma = test::read_jsonl(ref / "metrics.jsonl"), mb = test::read_jsonl(out / "metrics.jsonl");
     ASSERT_EQ(mb.size(), 2u) << name;

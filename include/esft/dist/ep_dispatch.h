@@ -39,6 +39,7 @@ class AllToAllDispatcher final : public nn::TokenDispatcher {
   at::Tensor dispatch(const at::Tensor& x_TH, const at::Tensor& slot_TK, int64_t n_slots, bool need_host_counts,
                       nn::DispatchPlan* plan) override;
   at::Tensor combine(const at::Tensor& y_MH, const at::Tensor& weights_TK, const nn::DispatchPlan& plan) override;
+  bool in_every_backward() const override { return force_backward_; }
 
  private:
   Group group_;

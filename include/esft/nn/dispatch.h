@@ -38,6 +38,9 @@ class TokenDispatcher {
                               DispatchPlan* plan) = 0;
   // y_MH expert outputs in dispatched row order; weights_TK gate weights. Returns [T,H] in y's dtype.
   virtual at::Tensor combine(const at::Tensor& y_MH, const at::Tensor& weights_TK, const DispatchPlan& plan) = 0;
+  // True when the layer must be part of the backward on this process even if nothing here needs
+  // a gradient from it (expert parallelism: other ranks' trained experts exchange through it).
+  virtual bool in_every_backward() const { return false; }
 };
 
 // All experts on this process: a stable sort of the copies by slot, and back.

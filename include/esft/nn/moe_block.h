@@ -52,6 +52,7 @@ class MoeBlock {
   const ExpertCodec& codec() const { return *codec_; }
   // Expert parallelism swaps in its all-to-all dispatcher here.
   void set_dispatcher(std::shared_ptr<TokenDispatcher> d) { dispatcher_ = std::move(d); }
+  const TokenDispatcher& dispatcher() const { return *dispatcher_; }
 
   // x_TH -> [T,H]; *routing receives the router's decision (ids, weights, logits).
   at::Tensor forward(const at::Tensor& x_TH, const ParamStore& w, RouterOutput* routing) const;
