@@ -79,6 +79,9 @@ struct TrainableTensor {
   std::string name;
   at::Tensor tensor;  // leaf, requires_grad, float32 master copy
   bool decay = true;  // weight decay applies (false for norms and biases)
+  // Routed-expert banks: the global expert id of each row (dim 0). Empty for every other tensor.
+  // Expert parallelism reduces these over the expert-data-parallel group and saves them per expert.
+  std::vector<int64_t> expert_ids;
 };
 
 // A tensor in Hugging Face naming and layout, ready to save.
@@ -87,9 +90,22 @@ struct HfTensor {
   at::Tensor tensor;
 };
 
+// Expert parallelism: which rank of the expert-parallel group holds each routed expert of an MoE
+// layer. The default (no owners) keeps every expert on this process.
+struct ExpertPlacement {
+  int n_ranks = 1, rank = 0;
+  std::vector<int> owner;  // [E] rank holding expert e; empty = all on this process
+  int owner_of(int64_t e) const { return owner.empty() ? 0 : owner[e]; }
+  std::vector<int64_t> held(int64_t n_experts) const;  // ascending ids held by `rank`
+};
+
 struct LoadOptions {
-  std::string device = "cpu";      // "cpu", "cuda", "cuda:1"
-  at::ScalarType dtype = at::kFloat;  // storage dtype of frozen weights and compute dtype
+  LoadOptions(std::string device = "cpu", at::ScalarType dtype = at::kFloat) : device(std::move(device)), dtype(dtype) {}
+  std::string device;    // "cpu", "cuda", "cuda:1"
+  at::ScalarType dtype;  // storage dtype of frozen weights and compute dtype
+  // Expert parallelism: the placement of each MoE layer's experts (HF layer index, expert count);
+  // only the experts of this rank are loaded. Unset: every expert everywhere.
+  std::function<ExpertPlacement(int64_t layer, int64_t n_experts)> expert_placement;
 };
 
 class MoeModel {

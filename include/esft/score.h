@@ -19,7 +19,8 @@ struct ScoreOptions {
                                      // masking: routing as if each ran alone); 0 = one sample per forward
   bool report_loss = false;          // also compute the LM loss (runs the LM head)
   bool skip_bad_lines = false;
-  int rank = 0, world_size = 1;      // this process's shard of the shuffled samples
+  int rank = 0, world_size = 1;      // this process's shard of the shuffled samples (launched: from the launcher)
+  int expert_parallel = 1;           // split each MoE layer's experts over this many launched processes
 };
 
 struct ScoreResult {

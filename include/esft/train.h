@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "esft/fs.h"
 #include "esft/optim.h"
@@ -28,6 +29,8 @@ struct TrainOptions {
   bool save_full = false;
   int64_t stop_after = 0;  // > 0: checkpoint and exit after this step (time-sliced jobs)
   double peak_tflops = 989;  // accelerator peak for the MFU estimate (H100/H200 dense bf16); 0 = no MFU
+  // parallelism (the process layout comes from the launcher, see esft/dist/launch.h)
+  int expert_parallel = 1;   // ranks each MoE layer's experts are split over; must divide the world size
 };
 
 void run_training(const TrainOptions& opt);
@@ -38,5 +41,11 @@ class MoeModel;
 // from model_dir), atomically.
 void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs::path& dir,
                            size_t max_shard_bytes = size_t(5000) * 1000 * 1000);
+// The same from the base checkpoint plus adapter tensors (what esft merge does; used when the
+// trained experts are spread over ranks).
+struct ExpertSelection;
+struct HfTensor;
+void write_merged_checkpoint(const fs::path& model_dir, const std::vector<HfTensor>& adapter, const ExpertSelection& sel,
+                             const fs::path& dir, size_t max_shard_bytes = size_t(5000) * 1000 * 1000);
 
 }  // namespace esft

@@ -109,7 +109,8 @@ nlohmann::json bench_train(const BenchOptions& opt, MoeModel& model, int64_t lay
   auto step = [&](bool timed) {
     auto ids = at::randint(0, model.vocab_size(), {opt.batch, opt.seq}, at::kLong);
     int64_t n_items = opt.batch * (opt.seq - 1);
-    auto r = train_step(model, optim, {Batch{ids, ids, {}, {}}}, n_items, 1e-5, 1.0, fo);
+    auto r = train_step(model, optim, 1, [&](int64_t, int64_t* tok) { *tok = ids.numel(); return Batch{ids, ids, {}, {}}; },
+                        n_items, 1e-5, 1.0, fo, nullptr);
     if (!timed) return;
     FlopQuery q;
     q.doc_lengths.assign(opt.batch, opt.seq);

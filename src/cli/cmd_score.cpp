@@ -2,6 +2,7 @@
 #include <cxxopts.hpp>
 
 #include "esft/cli.h"
+#include "esft/dist/launch.h"
 #include "esft/error.h"
 #include "esft/score.h"
 
@@ -28,6 +29,11 @@ int cmd_score(int argc, char** argv) {
     ("skip-bad-lines", "skip malformed jsonl lines (counted and reported) instead of stopping")
     ("rank", "this process's shard: it scores samples rank, rank+W, ... of the shuffled data", cxxopts::value<int>()->default_value(std::to_string(d.rank)))
     ("world-size", "number of scoring processes W sharing the data", cxxopts::value<int>()->default_value(std::to_string(d.world_size)))
+    ("nproc-per-node", "start N worker processes on this node (one per GPU on cuda) that share the samples as "
+                       "--rank/--world-size would; rank 0 merges summary.json. Under torchrun/srun the processes come "
+                       "from there instead", cxxopts::value<int>()->default_value("0"))
+    ("expert-parallel", "split each MoE layer's experts over E of the processes (a model too large for one GPU)",
+     cxxopts::value<int>()->default_value(std::to_string(d.expert_parallel)))
     ("h,help", "show this help");
   // clang-format on
   auto a = o.parse(argc, argv);
@@ -52,6 +58,11 @@ int cmd_score(int argc, char** argv) {
   s.report_loss = a.count("loss") > 0;
   s.rank = a["rank"].as<int>();
   s.world_size = a["world-size"].as<int>();
+  s.expert_parallel = a["expert-parallel"].as<int>();
+  ESFT_CHECK(s.expert_parallel >= 1, "--expert-parallel must be >= 1");
+  std::vector<std::string> args = {"score"};
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  if (auto rc = dist::launch_if_asked(a["nproc-per-node"].as<int>(), args)) return *rc;
   run_scoring(s);
   return 0;
 }

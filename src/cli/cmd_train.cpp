@@ -4,6 +4,7 @@
 #include <cxxopts.hpp>
 
 #include "esft/cli.h"
+#include "esft/dist/launch.h"
 #include "esft/error.h"
 #include "esft/train.h"
 
@@ -63,6 +64,12 @@ int cmd_train(int argc, char** argv) {
                     "only, attention within documents; recomputation not counted); the default is H100/H200 dense "
                     "bf16; 0 hides MFU", cxxopts::value<double>()->default_value(num(d.peak_tflops)))
     ("save-full", "also write a complete HF checkpoint to OUT/full")
+    ("nproc-per-node", "start N worker processes on this node (one per GPU on cuda) and train with all of them; "
+                       "under torchrun/srun the processes come from there instead (see README: multi-GPU)",
+     cxxopts::value<int>()->default_value("0"))
+    ("expert-parallel", "split each MoE layer's experts over E ranks (all-to-all token exchange); E divides the number "
+                        "of processes, which all share each global batch (data parallel)",
+     cxxopts::value<int>()->default_value(num(d.expert_parallel)))
     ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value(num(d.stop_after)))
     ("resume", "continue from a checkpoint directory (OUT/checkpoints/step-N), or OUT to take its newest checkpoint; "
                "with the same flags the result equals an uninterrupted run", cxxopts::value<std::string>())
@@ -110,6 +117,7 @@ int cmd_train(int argc, char** argv) {
   t.save_full = a.count("save-full") > 0;
   t.stop_after = a["stop-after"].as<int64_t>();
   t.peak_tflops = a["peak-tflops"].as<double>();
+  t.expert_parallel = a["expert-parallel"].as<int>();
   ESFT_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "--warmup-ratio must be in [0, 1]");
   ESFT_CHECK(t.max_length > 0 && t.epochs > 0, "--max-length and --epochs must be positive");
   // Flag values checked here so a typo fails before data and model load.
@@ -128,6 +136,11 @@ int cmd_train(int argc, char** argv) {
              "--max-steps, --eval-steps, --save-steps, --save-total-limit and --stop-after must be >= 0");
   ESFT_CHECK(t.adamw.beta1 >= 0 && t.adamw.beta1 < 1 && t.adamw.beta2 >= 0 && t.adamw.beta2 < 1 && t.adamw.eps > 0,
              "--adam-beta1/--adam-beta2 must be in [0, 1) and --adam-eps > 0");
+  ESFT_CHECK(t.expert_parallel >= 1, "--expert-parallel must be >= 1");
+  // --nproc-per-node: this process may be the launcher of the workers that do the training.
+  std::vector<std::string> args = {"train"};
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  if (auto rc = dist::launch_if_asked(a["nproc-per-node"].as<int>(), args)) return *rc;
   run_training(t);
   return 0;
 }

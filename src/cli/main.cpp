@@ -4,7 +4,10 @@
 #include <exception>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "esft/cli.h"
+#include "esft/dist/parallel.h"
 #include "esft/error.h"
 
 #include <c10/util/Exception.h>
@@ -53,22 +56,33 @@ int main(int argc, char** argv) {
     if (c.name != argv[1]) continue;
     std::string prog = std::string("esft ") + argv[1];
     argv[1] = prog.data();
+    // In a multi-process job a failing rank tells the others (which then stop at once) and a
+    // clean end waits for all ranks; on one process end_job does nothing.
+    using esft::dist::ParallelContext;
+    auto failed = [&](const std::string& what, int rc) {
+      auto* par = ParallelContext::get();
+      std::string who = par && par->launched() ? " [rank " + std::to_string(par->rank()) + "]" : "";
+      auto cause = ParallelContext::report_failure(what);
+      if (cause.empty() || cause.find(what) != std::string::npos)
+        std::fprintf(stderr, "esft %s%s: error: %s\n", c.name.c_str(), who.c_str(), what.c_str());
+      else  // the echo of another rank's failure: say that one
+        std::fprintf(stderr, "esft %s%s: stopping: %s\n", c.name.c_str(), who.c_str(), cause.c_str());
+      ParallelContext::end_job(false);
+      return rc;
+    };
     try {
-      if (argc == 2 && c.name == "train" && esft::cli::sagemaker_mode()) return esft::cli::sagemaker_train();
-      return c.fn(argc - 1, argv + 1);
-    } catch (const esft::Error& e) {
-      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
-      return 1;
+      int rc = argc == 2 && c.name == "train" && esft::cli::sagemaker_mode() ? esft::cli::sagemaker_train()
+                                                                             : c.fn(argc - 1, argv + 1);
+      if (rc != 0 && ParallelContext::get() && ParallelContext::get()->launched())
+        return failed(fmt::format("esft {} ended with exit status {}", c.name, rc), rc);
+      ParallelContext::end_job(rc == 0);
+      return rc;
     } catch (const c10::OutOfMemoryError& e) {
-      std::fprintf(stderr, "esft %s: error: out of GPU memory: %s; %s\n", c.name.c_str(),
-                   first_sentences(e.what_without_backtrace()).c_str(), memory_hint(c.name));
-      return 1;
+      return failed(fmt::format("out of GPU memory: {}; {}", first_sentences(e.what_without_backtrace()), memory_hint(c.name)), 1);
     } catch (const c10::Error& e) {  // LibTorch's message without its C++ stack frames
-      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), first_sentences(e.what_without_backtrace()).c_str());
-      return 1;
+      return failed(first_sentences(e.what_without_backtrace()), 1);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
-      return 1;
+      return failed(e.what(), 1);
     }
   }
   std::fprintf(stderr, "esft: unknown command '%s'\n\n", argv[1]);

@@ -69,7 +69,8 @@ const AttentionLayout& LayerInputs::layout(int64_t window, const at::Device& dev
 }
 
 DecoderModel::DecoderModel(WeightSource& src, const LoadOptions& opt, DecoderConfig cfg)
-    : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype), src_(&src) {
+    : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype), src_(&src),
+      placement_(opt.expert_placement) {
   const auto where = src.config_where();
   ESFT_CHECK(cfg_.vocab > 0 && cfg_.hidden > 0 && cfg_.n_layers > 0,
              "{}: vocab_size, hidden_size and num_hidden_layers must be positive", where);
@@ -102,7 +103,9 @@ void DecoderModel::load_weights() {
       ESFT_CHECK(spec->router.n_experts == n_experts_ && spec->router.top_k == top_k_,
                  "{}: MoE layers differ in expert count or top-k", src_->config_where());
       auto codec = expert_codec(i, *spec);
-      moe_[i] = std::make_unique<MoeBlock>(lp + spec->module + ".", std::move(*spec), *src_, w_, std::move(codec));
+      ExpertPlacement placement = placement_ ? placement_(i, spec->experts.n_experts) : ExpertPlacement{};
+      moe_[i] = std::make_unique<MoeBlock>(lp + spec->module + ".", std::move(*spec), *src_, w_, std::move(codec),
+                                           std::move(placement));
     } else {
       ESFT_CHECK(cfg_.dense_inter > 0, "{}: layer {} is dense but intermediate_size is not set",
                  src_->config_where(), i);
@@ -240,7 +243,12 @@ std::vector<at::Tensor> DecoderModel::layer_trainables(int64_t layer) const {
 
 at::Tensor DecoderModel::checkpointed_layer(int64_t layer, const at::Tensor& h, const std::shared_ptr<LayerInputs>& in) {
   auto params = layer_trainables(layer);
-  if (!h.requires_grad() && params.empty()) return layer_forward(layer, h, *in);  // nothing to differentiate
+  // Expert parallelism: a layer whose exchanges every rank must run in the backward is
+  // checkpointed on every rank alike, with an input that takes part in the graph.
+  auto it = moe_.find(layer);
+  const bool everywhere = it != moe_.end() && it->second->dispatcher().in_every_backward();
+  if (!h.requires_grad() && params.empty() && !everywhere) return layer_forward(layer, h, *in);  // nothing to differentiate
+  const at::Tensor h_in = everywhere && !h.requires_grad() ? h.detach().requires_grad_(true) : h;
   const bool aux = in->router_logits != nullptr;
   auto run = [this, layer, in, aux](const at::Tensor& x, bool recompute) {
     // Swap in this run's hooks: the re-run in the backward fires no observer and collects its
@@ -256,7 +264,7 @@ at::Tensor DecoderModel::checkpointed_layer(int64_t layer, const at::Tensor& h, 
     out.insert(out.end(), logits.begin(), logits.end());
     return out;
   };
-  auto outs = checkpoint(run, h, params);
+  auto outs = checkpoint(run, h_in, params);
   for (size_t i = 1; i < outs.size(); ++i) in->router_logits->push_back(outs[i]);
   return outs[0];
 }
@@ -327,11 +335,12 @@ std::vector<TrainableTensor> DecoderModel::trainable_tensors() {
     auto t = block->banks().trainable();
     if (!t.gate_up.defined()) continue;
     const auto p = block->prefix() + "experts.trainable_";
-    out.push_back({p + "gate_up_proj", t.gate_up, true});
-    out.push_back({p + "down_proj", t.down, true});
+    const auto& ids = block->banks().trainable_ids();
+    out.push_back({p + "gate_up_proj", t.gate_up, true, ids});
+    out.push_back({p + "down_proj", t.down, true, ids});
     if (t.gate_up_bias.defined()) {
-      out.push_back({p + "gate_up_proj_bias", t.gate_up_bias, false});
-      out.push_back({p + "down_proj_bias", t.down_bias, false});
+      out.push_back({p + "gate_up_proj_bias", t.gate_up_bias, false, ids});
+      out.push_back({p + "down_proj_bias", t.down_bias, false, ids});
     }
   }
   return out;
@@ -372,6 +381,7 @@ void DecoderModel::load_adapter_tensors(const std::map<std::string, at::Tensor>&
   }
   for (auto& [key, parts] : per_expert) {
     auto& block = *moe_.at(key.first);
+    if (!block.banks().holds(key.second)) continue;  // another expert-parallel rank's
     block.banks().set_expert(key.second, block.codec().from_adapter(key.second, parts));
   }
 }

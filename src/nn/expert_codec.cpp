@@ -16,27 +16,52 @@ std::string GatedExpertCodec::name(int64_t e, const std::string& proj) const {
   return fmt::format("{}.{}.{}.weight", prefix_, e, proj);
 }
 
+ExpertWeights ExpertCodec::load_experts(WeightSource& src, const at::Device& dev, at::ScalarType dtype,
+                                        at::ScalarType* orig, const std::vector<int64_t>& ids) {
+  auto all = load(src, at::kCPU, dtype, orig);
+  auto idx = at::tensor(ids, at::kLong);
+  auto pick = [&](const at::Tensor& t) { return t.defined() ? t.index_select(0, idx).to(dev) : at::Tensor(); };
+  return {pick(all.gate_up), pick(all.down), pick(all.gate_up_bias), pick(all.down_bias)};
+}
+
 ExpertWeights GatedExpertCodec::load(WeightSource& src, const at::Device& dev, at::ScalarType dtype,
                                      at::ScalarType* orig) {
-  const int64_t E = spec_.n_experts, I = spec_.inter, H = spec_.hidden;
+  std::vector<int64_t> all(spec_.n_experts);
+  for (int64_t e = 0; e < spec_.n_experts; ++e) all[e] = e;
+  return load_experts(src, dev, dtype, orig, all);
+}
+
+ExpertWeights GatedExpertCodec::load_experts(WeightSource& src, const at::Device& dev, at::ScalarType dtype,
+                                             at::ScalarType* orig, const std::vector<int64_t>& ids) {
+  const int64_t E = spec_.n_experts, I = spec_.inter, H = spec_.hidden, n = ids.size();
   ExpertWeights w;
   fused_ = src.has(prefix_ + ".gate_up_proj");
   if (fused_) {
+    // Only this rank's rows are read out of the (memory-mapped) fused tensors.
     *orig = src.dtype(prefix_ + ".gate_up_proj");
-    w.gate_up = src.take(prefix_ + ".gate_up_proj", {E, 2 * I, H}).to(dev, dtype);
-    w.down = src.take(prefix_ + ".down_proj", {E, H, I}).to(dev, dtype);
+    w.gate_up = src.take_rows(prefix_ + ".gate_up_proj", {E, 2 * I, H}, ids).to(dev, dtype);
+    w.down = src.take_rows(prefix_ + ".down_proj", {E, H, I}, ids).to(dev, dtype);
     return w;
   }
   // Per-expert keys, copied one by one straight into the device banks (no full host copy).
   auto opts = at::TensorOptions().dtype(dtype).device(dev);
-  w.gate_up = at::empty({E, 2 * I, H}, opts);
-  w.down = at::empty({E, H, I}, opts);
+  w.gate_up = at::empty({n, 2 * I, H}, opts);
+  w.down = at::empty({n, H, I}, opts);
   *orig = src.has(name(0, naming_.gate)) ? src.dtype(name(0, naming_.gate)) : at::kFloat;
-  for (int64_t e = 0; e < E; ++e) {
-    w.gate_up[e].narrow(0, 0, I).copy_(src.take(name(e, naming_.gate), {I, H}));
-    w.gate_up[e].narrow(0, I, I).copy_(src.take(name(e, naming_.up), {I, H}));
-    w.down[e].copy_(src.take(name(e, naming_.down), {H, I}));
+  std::vector<char> wanted(E, 0);
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t e = ids[r];
+    wanted[e] = 1;
+    w.gate_up[r].narrow(0, 0, I).copy_(src.take(name(e, naming_.gate), {I, H}));
+    w.gate_up[r].narrow(0, I, I).copy_(src.take(name(e, naming_.up), {I, H}));
+    w.down[r].copy_(src.take(name(e, naming_.down), {H, I}));
   }
+  for (int64_t e = 0; e < E; ++e)
+    if (!wanted[e])
+      for (auto* proj : {&naming_.gate, &naming_.up, &naming_.down}) {
+        ESFT_CHECK(src.has(name(e, *proj)), "{}: tensor {} is missing from the checkpoint", src.where(), name(e, *proj));
+        src.ignore(name(e, *proj));  // another expert-parallel rank's
+      }
   return w;
 }
 

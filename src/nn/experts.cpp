@@ -76,25 +76,36 @@ ExpertWeights concat(const ExpertWeights& a, const ExpertWeights& b, at::ScalarT
 
 }  // namespace
 
-ExpertBanks::ExpertBanks(ExpertsSpec spec, ExpertWeights all, at::ScalarType orig_dtype)
-    : spec_(spec), orig_dtype_(orig_dtype) {
+ExpertBanks::ExpertBanks(ExpertsSpec spec, ExpertWeights held, at::ScalarType orig_dtype, ExpertPlacement placement)
+    : spec_(spec), orig_dtype_(orig_dtype), placement_(std::move(placement)) {
   const int64_t E = spec.n_experts, I = spec.inter, H = spec.hidden;
-  ESFT_CHECK(all.gate_up.sizes() == at::IntArrayRef({E, 2 * I, H}) && all.down.sizes() == at::IntArrayRef({E, H, I}),
-             "expert banks: weights have shapes {} and {}, expected [{}, {}, {}] and [{}, {}, {}]", all.gate_up.sizes(),
-             all.down.sizes(), E, 2 * I, H, E, H, I);
-  ESFT_CHECK(all.gate_up_bias.defined() == spec.bias && all.down_bias.defined() == spec.bias,
+  ESFT_CHECK(placement_.owner.empty() || int64_t(placement_.owner.size()) == E,
+             "expert banks: the placement covers {} experts, the layer has {}", placement_.owner.size(), E);
+  frozen_.ids = placement_.held(E);
+  const int64_t n = frozen_.ids.size();
+  ESFT_CHECK(held.gate_up.sizes() == at::IntArrayRef({n, 2 * I, H}) && held.down.sizes() == at::IntArrayRef({n, H, I}),
+             "expert banks: weights have shapes {} and {}, expected [{}, {}, {}] and [{}, {}, {}]", held.gate_up.sizes(),
+             held.down.sizes(), n, 2 * I, H, n, H, I);
+  ESFT_CHECK(held.gate_up_bias.defined() == spec.bias && held.down_bias.defined() == spec.bias,
              "expert banks: biases given and spec disagree");
-  frozen_.w = std::move(all);
-  for (int64_t e = 0; e < E; ++e) frozen_.ids.push_back(e);
+  frozen_.w = std::move(held);
   train_.w = select_rows(frozen_.w, {}, at::kFloat, true);
+  trainable_.assign(E, 0);
   rebuild_slots();
 }
 
+bool ExpertBanks::holds(int64_t e) const { return e >= 0 && e < spec_.n_experts && placement_.owner_of(e) == placement_.rank; }
+
 void ExpertBanks::rebuild_slots() {
+  // Rank by rank; within a rank trainable experts first, then frozen, each ascending: the order
+  // in which this rank's banks hold them, and the same rule on every rank.
   std::vector<int64_t> slot(spec_.n_experts);
+  slots_per_rank_.assign(placement_.n_ranks, 0);
   int64_t p = 0;
-  for (auto e : train_.ids) slot[e] = p++;
-  for (auto e : frozen_.ids) slot[e] = p++;
+  for (int r = 0; r < placement_.n_ranks; ++r)
+    for (int pass = 1; pass >= 0; --pass)
+      for (int64_t e = 0; e < spec_.n_experts; ++e)
+        if (placement_.owner_of(e) == r && trainable_[e] == pass) slot[e] = p++, ++slots_per_rank_[r];
   slot_of_expert_ = at::tensor(slot, at::kLong).to(frozen_.w.gate_up.device());
 }
 
@@ -105,19 +116,20 @@ void ExpertBanks::split(const std::vector<int>& trainable_ids) {
   std::vector<int64_t> order = train_.ids;
   order.insert(order.end(), frozen_.ids.begin(), frozen_.ids.end());
   auto stacked = concat(train_.w, frozen_.w, dtype);  // rows in `order`
-  std::vector<int64_t> row_of(spec_.n_experts);
+  std::vector<int64_t> row_of(spec_.n_experts, -1);
   for (size_t r = 0; r < order.size(); ++r) row_of[order[r]] = int64_t(r);
 
-  std::vector<char> is_train(spec_.n_experts, 0);
+  trainable_.assign(spec_.n_experts, 0);
   for (int e : trainable_ids) {
     ESFT_CHECK(e >= 0 && e < spec_.n_experts, "expert id {} out of range (0..{})", e, spec_.n_experts - 1);
-    is_train[e] = 1;
+    trainable_[e] = 1;
   }
   Bank t, f;
   std::vector<int64_t> t_rows, f_rows;
   for (int64_t e = 0; e < spec_.n_experts; ++e) {
-    (is_train[e] ? t.ids : f.ids).push_back(e);
-    (is_train[e] ? t_rows : f_rows).push_back(row_of[e]);
+    if (row_of[e] < 0) continue;  // held by another rank
+    (trainable_[e] ? t.ids : f.ids).push_back(e);
+    (trainable_[e] ? t_rows : f_rows).push_back(row_of[e]);
   }
   t.w = select_rows(stacked, t_rows, at::kFloat, true);
   f.w = select_rows(stacked, f_rows, dtype, false);
@@ -154,6 +166,7 @@ std::pair<const ExpertBanks::Bank*, int64_t> ExpertBanks::locate(int64_t e) cons
   for (const Bank* b : {&train_, &frozen_})
     for (size_t i = 0; i < b->ids.size(); ++i)
       if (b->ids[i] == e) return {b, int64_t(i)};
+  if (e >= 0 && e < spec_.n_experts) fail("expert {} is held by expert-parallel rank {}, not here", e, placement_.owner_of(e));
   fail("no expert {} (the layer has {})", e, spec_.n_experts);
 }
 
@@ -180,3 +193,10 @@ void ExpertBanks::set_expert(int64_t e, const ExpertWeights& w) {
 }
 
 }  // namespace esft::nn
+
+std::vector<int64_t> esft::ExpertPlacement::held(int64_t n_experts) const {
+  std::vector<int64_t> out;
+  for (int64_t e = 0; e < n_experts; ++e)
+    if (owner_of(e) == rank) out.push_back(e);
+  return out;
+}

@@ -20,7 +20,7 @@ void load_gated_mlp(const std::string& p, int64_t H, int64_t I, WeightSource& sr
 }
 
 MoeBlock::MoeBlock(std::string prefix, MoeSpec spec, WeightSource& src, ParamStore& store,
-                   std::unique_ptr<ExpertCodec> codec)
+                   std::unique_ptr<ExpertCodec> codec, ExpertPlacement placement)
     : prefix_(std::move(prefix)), spec_(std::move(spec)), codec_(std::move(codec)),
       dispatcher_(std::make_shared<LocalDispatcher>()) {
   const auto& rs = spec_.router;
@@ -48,8 +48,10 @@ MoeBlock::MoeBlock(std::string prefix, MoeSpec spec, WeightSource& src, ParamSto
   }
   if (!codec_) codec_ = std::make_unique<GatedExpertCodec>(prefix_ + "experts", es, spec_.naming);
   at::ScalarType orig;
-  auto all = codec_->load(src, store.device(), store.dtype(), &orig);
-  banks_ = std::make_unique<ExpertBanks>(es, std::move(all), orig);
+  auto held = placement.owner.empty() ? codec_->load(src, store.device(), store.dtype(), &orig)
+                                      : codec_->load_experts(src, store.device(), store.dtype(), &orig,
+                                                             placement.held(es.n_experts));
+  banks_ = std::make_unique<ExpertBanks>(es, std::move(held), orig, std::move(placement));
 }
 
 at::Tensor MoeBlock::forward(const at::Tensor& x, const ParamStore& w, RouterOutput* routing) const {

@@ -74,6 +74,35 @@ at::Tensor dequantize_block_fp8(const at::Tensor& w8, const at::Tensor& scale_in
   return w8.to(at::kFloat) * s.narrow(-2, 0, R).narrow(-1, 0, C);
 }
 
+at::Tensor WeightSource::take_rows(const std::string& name, const std::vector<int64_t>& shape,
+                                   const std::vector<int64_t>& rows) {
+  auto all = take(name, shape);
+  return all.index_select(0, at::tensor(rows, at::kLong).to(all.device()));
+}
+
+at::Tensor CheckpointWeights::take_rows(const std::string& name, const std::vector<int64_t>& shape,
+                                        const std::vector<int64_t>& rows) {
+  if (ckpt_.has(name) && is_fp8(ckpt_.info(name).dtype)) return WeightSource::take_rows(name, shape, rows);  // dequantized whole
+  if (!ckpt_.has(name)) fail("{}: tensor {} is missing from the checkpoint", where(), name);
+  const auto& info = ckpt_.info(name);
+  if (info.shape != shape)
+    fail("{}: tensor {} has shape [{}], expected [{}] from config.json", where(), name, fmt::join(info.shape, ", "),
+         fmt::join(shape, ", "));
+  used_.insert(name);
+  auto out_shape = shape;
+  out_shape[0] = int64_t(rows.size());
+  auto t = at::empty(out_shape, at::TensorOptions().dtype(to_scalar_type(info.dtype)));
+  const size_t row_bytes = shape[0] ? info.nbytes / size_t(shape[0]) : 0;
+  const uint8_t* base = ckpt_.data(name);
+  auto* dst = static_cast<uint8_t*>(t.data_ptr());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    ESFT_CHECK(rows[r] >= 0 && rows[r] < shape[0], "{}: row {} of {} out of range", where(), rows[r], name);
+    std::memcpy(dst + r * row_bytes, base + size_t(rows[r]) * row_bytes, row_bytes);
+  }
+  return t;
+}
+
+
 void CheckpointWeights::check_all_used(const std::string& arch) const {
   for (auto& n : ckpt_.names())
     if (!used_.count(n))

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "esft/data.h"
+#include "esft/dist/parallel.h"
 #include "esft/error.h"
 #include "esft/log.h"
 #include "esft/model.h"
@@ -128,6 +129,16 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   ESFT_CHECK(opt.max_length >= 0, "--max-length must be >= 0 (0 = no limit)");
   ESFT_CHECK(opt.batch_tokens >= 0, "--batch-tokens must be >= 0 (0 = one sample per forward)");
   auto rt = resolve_runtime(opt.device, opt.dtype);
+  // Launched as several processes, they share the samples as --rank/--world-size would, and the
+  // model may be split over them by expert (a model too large for one GPU).
+  auto& par = dist::ParallelContext::init(opt.expert_parallel, rt.device);
+  rt.device = par.device();
+  int rank = opt.rank, world = opt.world_size;
+  if (par.launched()) {
+    ESFT_CHECK(opt.world_size == 1 || opt.world_size == par.world_size(),
+               "--world-size {} contradicts the {} processes launched", opt.world_size, par.world_size());
+    rank = par.rank(), world = par.world_size();
+  }
   fs::create_directories(opt.output);
 
   DataOptions dopt;
@@ -138,13 +149,16 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   auto samples = load_samples(opt.data, dopt);
   ESFT_CHECK(!samples.empty(), "{}: no samples", opt.data.string());
   int64_t planned = 0;
-  auto picked = select_scoring_samples(samples, opt.n_sample_tokens, opt.seed, opt.rank, opt.world_size, opt.max_length,
-                                       &planned);
+  auto picked = select_scoring_samples(samples, opt.n_sample_tokens, opt.seed, rank, world, opt.max_length, &planned);
 
-  log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
-  auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
+  log_info(fmt::format("loading {} on {} ({}); {}", opt.model.string(), rt.device, at::toString(rt.dtype), par.describe()));
+  LoadOptions load_opt{rt.device, rt.dtype};
+  load_opt.expert_placement = par.placement(nullptr);
+  auto model = load_model(opt.model, load_opt);
+  par.attach(*model, nullptr);
   const at::Device dev(rt.device);
-  RoutingStats stats(model->n_routed_experts(), model->top_k(), opt.output / fmt::format("rank_{}", opt.rank));
+  const auto rank_dir = opt.output / fmt::format("rank_{}", rank);
+  RoutingStats stats(model->n_routed_experts(), model->top_k(), rank_dir);
   const auto layers = model->moe_layers();
   LogWriter writer(stats, layers);
 
@@ -153,7 +167,15 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   ScoreResult res;
   double loss_sum = 0, t_first = 0;  // the first forward pays one-off set-up: throughput is reported without it too
   int64_t loss_tokens = 0, n_first = 0;
-  for (const auto& batch : make_batches(samples, picked, opt.max_length, opt.batch_tokens)) {
+  const auto batches = make_batches(samples, picked, opt.max_length, opt.batch_tokens);
+  // Under expert parallelism every forward is a collective: all ranks run as many as the busiest.
+  const int64_t passes = par.lockstep() ? int64_t(par.max(double(batches.size()))) : int64_t(batches.size());
+  for (int64_t k = 0; k < passes; ++k) {
+    if (k >= int64_t(batches.size())) {
+      model->forward(Batch{at::zeros({1, 1}, at::kLong), {}, {}, {}}, ForwardOptions{false, nullptr, false});
+      continue;
+    }
+    const auto& batch = batches[k];
     // One row: the samples end to end, positions restarting, attention only within a sample.
     std::vector<int64_t> ids, labels, pos, doc;
     HostBatch hb;
@@ -194,6 +216,22 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   bar.finish();
   stats.finish();
 
+  if (world > 1 && par.launched()) {
+    // Rank 0 merges: it gets every rank's logs (hosts need not share a file system).
+    std::vector<std::pair<std::string, std::string>> files;
+    for (auto& e : fs::directory_iterator(rank_dir))
+      if (e.is_regular_file())
+        files.push_back({(fs::path(rank_dir.filename()) / e.path().filename()).string(), read_file(e.path())});
+    auto all = par.gather_blobs(files);
+    auto counts = par.sum({double(res.samples), double(res.tokens), loss_sum, double(loss_tokens)});
+    if (!par.is_main()) return res;
+    for (auto& [name, bytes] : all) {
+      fs::create_directories((opt.output / name).parent_path());
+      write_file_atomic(opt.output / name, bytes);
+    }
+    res.samples = int64_t(counts[0]), res.tokens = int64_t(counts[1]), loss_sum = counts[2], loss_tokens = int64_t(counts[3]);
+  }
+
   auto summary = summarize_routing_logs(opt.output, model->top_k());
   write_file_atomic(opt.output / "summary.json", dump_json(summary));
   nlohmann::json meta = {{"model", fs::absolute(opt.model).string()},
@@ -203,7 +241,8 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
                          {"top_k", model->top_k()},
                          {"moe_layers", model->moe_layers()},
                          {"seed", opt.seed},
-                         {"world_size", opt.world_size}};
+                         {"world_size", world},
+                         {"expert_parallel", par.ep_size()}};
   write_file_atomic(opt.output / "score_config.json", meta.dump(2) + "\n");
   res.seconds = bar.elapsed_s();
   res.steady_tokens_per_s = res.tokens > n_first ? (res.tokens - n_first) / std::max(res.seconds - t_first, 1e-9) : 0;

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "esft/data.h"
+#include "esft/dist/parallel.h"
 #include "esft/error.h"
 #include "esft/log.h"
 #include "esft/model.h"
@@ -54,6 +55,9 @@ void append_doc_lengths(const PackedRow& r, std::vector<int64_t>& out) {
   }
 }
 
+// A forward pass with nothing to learn from (one token, a document of its own, no label). Under
+// expert parallelism every pass is a collective, so a rank out of micro batches runs this one.
+
 // Label tokens that count in the loss (labels shifted by one, as the model shifts them).
 int64_t loss_tokens(const PackedRow& r) {
   int64_t n = 0;
@@ -61,19 +65,27 @@ int64_t loss_tokens(const PackedRow& r) {
   return n;
 }
 
-double eval_loss(MoeModel& model, const std::vector<PackedRow>& rows, int64_t micro) {
+double eval_loss(MoeModel& model, const std::vector<PackedRow>& rows, int64_t micro, const dist::ParallelContext& par) {
   at::NoGradGuard ng;
   double sum = 0;
   int64_t n = 0;
-  for (size_t b = 0; b < rows.size(); b += micro) {
-    std::vector<size_t> idx;
-    for (size_t i = b; i < std::min(rows.size(), size_t(b + micro)); ++i) idx.push_back(i);
-    int64_t tok;
-    auto out = model.forward(make_batch(rows, idx, &tok), ForwardOptions{false, nullptr, false});
+  const int64_t n_micro = (int64_t(rows.size()) + micro - 1) / micro;
+  const auto mine = par.my_share(n_micro);
+  const int64_t passes = par.lockstep() ? par.rounds(n_micro) : int64_t(mine.size());
+  for (int64_t k = 0; k < passes; ++k) {
+    Batch batch = idle_batch();
+    if (k < int64_t(mine.size())) {
+      std::vector<size_t> idx;
+      for (size_t i = mine[k] * micro; i < std::min(rows.size(), size_t((mine[k] + 1) * micro)); ++i) idx.push_back(i);
+      int64_t tok;
+      batch = make_batch(rows, idx, &tok);
+    }
+    auto out = model.forward(batch, ForwardOptions{false, nullptr, false});
     sum += out.loss_sum.item<double>();
     n += out.n_loss_tokens;
   }
-  return n ? sum / n : 0.0;
+  auto total = par.sum({sum, double(n)});
+  return total[1] ? total[0] / total[1] : 0.0;
 }
 
 void copy_model_files(const fs::path& from, const fs::path& to) {
@@ -90,9 +102,9 @@ fs::path fresh_tmp(const fs::path& dir) {
   return tmp;
 }
 
-void write_adapter(MoeModel& model, const fs::path& expert_config, const fs::path& dir) {
+void write_adapter(const std::vector<HfTensor>& tensors, const fs::path& expert_config, const fs::path& dir) {
   auto tmp = fresh_tmp(dir);
-  save_safetensors(tmp / "model.safetensors", model.adapter_tensors(), {{"format", "pt"}, {"esft", "adapter"}});
+  save_safetensors(tmp / "model.safetensors", tensors, {{"format", "pt"}, {"esft", "adapter"}});
   fs::copy_file(expert_config, tmp / "expert_config.json");
   replace_directory(tmp, dir);
 }
@@ -131,21 +143,25 @@ nlohmann::json run_position(const TrainOptions& opt, const LrSchedule& sched, in
       {"optimizer", {{"name", "adamw"}, {"beta1", opt.adamw.beta1}, {"beta2", opt.adamw.beta2}, {"eps", opt.adamw.eps},
                      {"weight_decay", opt.adamw.weight_decay}, {"max_grad_norm", opt.max_grad_norm}}},
       {"model", fs::absolute(opt.model).string()},
+      // informational: the state is saved per expert, so a run may resume at another world size
+      {"parallel", {{"world_size", dist::ParallelContext::get()->world_size()}, {"expert_parallel", opt.expert_parallel}}},
       {"data", fs::absolute(opt.data).string()},
       {"expert_config", fs::absolute(opt.expert_config).string()},
   };
 }
 
-void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, const nlohmann::json& position) {
+void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, const nlohmann::json& position,
+                     const dist::ParallelContext& par) {
   const int64_t step = position["step"].get<int64_t>();
   auto dir = opt.output / "checkpoints" / fmt::format("step-{}", step);
+  // Exact fp32 master weights and optimizer state: what resume needs to continue bit for bit;
+  // every rank's part, gathered on rank 0, which alone writes.
+  auto state = par.gather_train_state(optim);
+  auto adapter = par.gather_adapter(model);
+  if (!par.is_main()) return;
   auto tmp = fresh_tmp(dir);
-  // Exact fp32 master weights and optimizer state: what resume needs to continue bit for bit.
-  std::vector<HfTensor> state;
-  for (auto& t : optim.params()) state.push_back({"param." + t.name, t.tensor.detach()});
-  for (auto& [k, v] : optim.state_dict()) state.push_back({"optim." + k, v});
   save_safetensors(tmp / "train_state.safetensors", state);
-  save_safetensors(tmp / "adapter.safetensors", model.adapter_tensors());
+  save_safetensors(tmp / "adapter.safetensors", adapter);
   write_file_atomic(tmp / "trainer_state.json", position.dump(2) + "\n");
   fs::copy_file(opt.expert_config, tmp / "expert_config.json");
   replace_directory(tmp, dir);
@@ -216,8 +232,22 @@ void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs:
   replace_directory(tmp, dir);
 }
 
+void write_merged_checkpoint(const fs::path& model_dir, const std::vector<HfTensor>& adapter, const ExpertSelection& sel,
+                             const fs::path& dir, size_t max_shard_bytes) {
+  // fp32 on the CPU: exports go back to each tensor's checkpoint dtype, so nothing is lost.
+  auto model = load_model(model_dir, LoadOptions{"cpu", at::kFloat});
+  model->configure_training(sel);
+  std::map<std::string, at::Tensor> tensors;
+  for (auto& t : adapter) tensors[t.name] = t.tensor;
+  model->load_adapter_tensors(tensors);
+  write_full_checkpoint(*model, model_dir, dir, max_shard_bytes);
+}
+
 void run_training(const TrainOptions& opt) {
   auto rt = resolve_runtime(opt.device, opt.dtype);
+  // Expert and data parallelism (a plain single process when not launched as several).
+  auto& par = dist::ParallelContext::init(opt.expert_parallel, rt.device);
+  rt.device = par.device();
   const int64_t micro = opt.micro_batch, global = opt.global_batch ? opt.global_batch : opt.micro_batch;
   ESFT_CHECK(micro >= 1 && global >= micro && global % micro == 0,
              "--global-batch-size ({}) must be a multiple of --micro-batch-size ({})", global, micro);
@@ -247,16 +277,22 @@ void run_training(const TrainOptions& opt) {
   std::vector<PackedRow> eval_rows;
   if (!opt.eval_data.empty()) eval_rows = pack_samples(load_samples(opt.eval_data, dopt), popt);
 
-  log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
-  auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
+  log_info(fmt::format("loading {} on {} ({}); {}", opt.model.string(), rt.device, at::toString(rt.dtype), par.describe()));
+  LoadOptions load_opt{rt.device, rt.dtype};
+  load_opt.expert_placement = par.placement(&sel);  // under expert parallelism, only this rank's experts
+  auto model = load_model(opt.model, load_opt);
   sel.check_against(model->moe_layers(), model->n_routed_experts(), model->architecture(), opt.expert_config.string());
   if (opt.router_aux_loss && !model->has_router_aux_loss())
     fail("--router-aux-loss: {} defines no router load-balancing loss", model->architecture());
   model->configure_training(sel);
+  par.attach(*model, &sel);
   auto params = model->trainable_tensors();
-  ESFT_CHECK(!params.empty(), "{}: selects nothing to train", opt.expert_config.string());
-  int64_t n_trainable = 0;
-  for (auto& p : params) n_trainable += p.tensor.numel();
+  // Under expert parallelism a rank may hold nothing to train; the selection as a whole must.
+  // Replicated tensors are counted here once, experts once per replica group.
+  double n_dense = 0, n_expert = 0;
+  for (auto& p : params) (p.expert_ids.empty() ? n_dense : n_expert) += double(p.tensor.numel());
+  const int64_t n_trainable = int64_t(n_dense + par.sum({n_expert})[0] / par.edp_size());
+  ESFT_CHECK(n_trainable > 0, "{}: selects nothing to train", opt.expert_config.string());
   AdamW optim(params, opt.adamw);
 
   // Like HF's Trainer without drop_last: the last global batch of an epoch may be short.
@@ -273,18 +309,8 @@ void run_training(const TrainOptions& opt) {
   int64_t start = 0;
   if (!opt.resume.empty()) {
     auto dir = find_resume_dir(opt.resume);
-    auto st = load_safetensors(dir / "train_state.safetensors");
-    std::map<std::string, at::Tensor> optim_state;
-    for (auto& [k, v] : st)
-      if (k.rfind("optim.", 0) == 0) optim_state[k.substr(6)] = v;
-    at::NoGradGuard ng;
-    for (auto& p : params) {
-      auto it = st.find("param." + p.name);
-      if (it == st.end()) fail("{}: checkpoint has no weights for {} (different expert config?)", dir.string(), p.name);
-      ESFT_CHECK(it->second.sizes() == p.tensor.sizes(), "{}: {} has another shape than in this model", dir.string(), p.name);
-      p.tensor.copy_(it->second);
-    }
-    optim.load_state_dict(optim_state);
+    // Every rank takes its own part (its experts) out of the one saved state.
+    par.load_train_state(load_safetensors(dir / "train_state.safetensors"), optim, dir.string());
     start = optim.steps();
     if (fs::exists(dir / "trainer_state.json")) {
       auto saved = nlohmann::json::parse(read_file(dir / "trainer_state.json"));
@@ -298,9 +324,12 @@ void run_training(const TrainOptions& opt) {
   }
 
   const fs::path metrics_path = opt.output / "metrics.jsonl";
-  if (start) truncate_metrics(metrics_path, start);
-  std::ofstream metrics(metrics_path, start ? std::ios::app : std::ios::trunc);
-  ESFT_CHECK(metrics.good(), "{}: cannot write", metrics_path.string());
+  std::ofstream metrics;  // rank 0 only
+  if (par.is_main()) {
+    if (start) truncate_metrics(metrics_path, start);
+    metrics.open(metrics_path, start ? std::ios::app : std::ios::trunc);
+    ESFT_CHECK(metrics.good(), "{}: cannot write", metrics_path.string());
+  }
   ProgressBar bar("train", total - start, "step");
   std::vector<size_t> order;
   int64_t order_epoch = -1;
@@ -318,38 +347,48 @@ void run_training(const TrainOptions& opt) {
     for (auto i : batch_rows) n_items += loss_tokens(rows[i]);
 
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<Batch> micro_batches;
-    int64_t n_tokens = 0;
-    for (size_t m = 0; m < batch_rows.size(); m += micro) {
+    // The step's micro batches in the single-process order (shared round-robin over the ranks).
+    const int64_t n_micro = (int64_t(batch_rows.size()) + micro - 1) / micro;
+    auto micro_batch = [&](int64_t k, int64_t* tok) {
+      const size_t m = k * micro;
       std::vector<size_t> idx(batch_rows.begin() + m, batch_rows.begin() + std::min(batch_rows.size(), size_t(m + micro)));
-      int64_t tok;
-      micro_batches.push_back(make_batch(rows, idx, &tok));
-      n_tokens += tok;
-    }
+      return make_batch(rows, idx, tok);
+    };
     const double lr = sched.at(step);
-    auto res = train_step(*model, optim, micro_batches, n_items, lr, opt.max_grad_norm,
-                          ForwardOptions{false, nullptr, opt.router_aux_loss, opt.activation_checkpointing});
+    // HF num_items_in_batch semantics: token-sum over the global batch / its label count, so
+    // accumulating micro batches gives exactly the gradient of the whole batch (n_items counts
+    // the whole global batch, which every rank holds; the all-reduced count checks it).
+    auto res = train_step(*model, optim, n_micro, micro_batch, n_items, lr, opt.max_grad_norm,
+                          ForwardOptions{false, nullptr, opt.router_aux_loss, opt.activation_checkpointing}, &par);
     ESFT_CHECK(res.loss_tokens == n_items, "step {}: the model counted {} loss tokens, the batch holds {}", step + 1,
                res.loss_tokens, n_items);
     if (n_items == 0) log_warn(fmt::format("step {}: no label tokens in this batch: nothing to learn, the weights stay as they are", step + 1));
-    const double gnorm = res.grad_norm, loss_sum = res.loss_sum;
+    const double loss_sum = res.loss_sum, gnorm = res.grad_norm, a2a_s = res.comm_seconds;
+    const int64_t n_tokens = res.tokens, n_counted = res.loss_tokens, trained_rows = res.trained_expert_rows;
     synchronize(model->device());
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double loss = n_items ? loss_sum / n_items : 0, tps = n_tokens / std::max(dt, 1e-9);
+    const double tps_gpu = tps / par.world_size();
     nlohmann::json rec = {{"step", step + 1}, {"epoch", epoch}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
                           {"tokens", n_tokens}, {"loss_tokens", n_items}, {"tokens_per_s", tps}, {"seconds", dt}};
     std::string line = fmt::format("step {}/{} | loss {:.4f} | grad_norm {:.4f} | lr {:.3e} | tok/s {:.0f}", step + 1,
                                    total, loss, gnorm, lr, tps);
+    if (par.world_size() > 1) {
+      rec["tokens_per_s_per_gpu"] = tps_gpu;
+      rec["all_to_all_s"] = a2a_s;
+      line += fmt::format(" | tok/s/gpu {:.0f}", tps_gpu);
+      if (par.ep_size() > 1) line += fmt::format(" | a2a {:.3f}s", a2a_s);
+    }
     {
       // The FLOPs this step needs: forward, input gradients from the first trained layer on,
       // weight gradients of trained tensors only (experts: the rows routed to them), attention
       // over the actual documents; activation-checkpointing recomputation is not counted.
       FlopQuery fq;
       fq.backward = true;
-      fq.lm_head_tokens = res.loss_tokens;
-      fq.trained_expert_rows = res.trained_expert_rows;
+      fq.lm_head_tokens = n_counted;
+      fq.trained_expert_rows = trained_rows;  // summed over the ranks, like the documents of the global batch
       for (auto i : batch_rows) append_doc_lengths(rows[i], fq.doc_lengths);
-      const double tflops = model->flops(fq) / std::max(dt, 1e-9) / 1e12;
+      const double tflops = model->flops(fq) / std::max(dt, 1e-9) / 1e12 / par.world_size();  // per GPU
       line += fmt::format(" | {:.1f} TFLOP/s", tflops);
       rec["tflops"] = tflops;
       if (rt.device != "cpu" && opt.peak_tflops > 0) {
@@ -359,7 +398,7 @@ void run_training(const TrainOptions& opt) {
     }
     const bool last = step + 1 == total;
     if (!eval_rows.empty() && ((opt.eval_steps > 0 && (step + 1) % opt.eval_steps == 0) || last)) {
-      double el = eval_loss(*model, eval_rows, micro);
+      double el = eval_loss(*model, eval_rows, micro, par);
       line += fmt::format(" | eval_loss {:.4f}", el);
       rec["eval_loss"] = el;
     }
@@ -367,23 +406,27 @@ void run_training(const TrainOptions& opt) {
       if (stderr_is_tty()) std::fprintf(stderr, "\r\033[K");
       log_info(line);
     }
-    metrics << rec.dump() << "\n" << std::flush;
+    if (par.is_main()) metrics << rec.dump() << "\n" << std::flush;
     bar.update(step + 1 - start, fmt::format("loss {:.4f}", loss));
-    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last) save_checkpoint(*model, optim, opt, position(step + 1));
+    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last)
+      save_checkpoint(*model, optim, opt, position(step + 1), par);
     if (opt.stop_after > 0 && step + 1 == opt.stop_after && !last) {
       bar.finish();
-      if (opt.save_steps <= 0 || (step + 1) % opt.save_steps != 0) save_checkpoint(*model, optim, opt, position(step + 1));
+      if (opt.save_steps <= 0 || (step + 1) % opt.save_steps != 0) save_checkpoint(*model, optim, opt, position(step + 1), par);
       log_info(fmt::format("stopping after step {} as asked; continue with --resume {}", step + 1, opt.output.string()));
       return;
     }
   }
   bar.finish();
   if (double gib = peak_device_memory_gib(rt.device)) log_info(fmt::format("peak GPU memory {:.1f} GiB", gib));
-  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, position(total));
-  write_adapter(*model, opt.expert_config, opt.output / "adapter");
+  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, position(total), par);
+  auto adapter = par.gather_adapter(*model);
+  if (!par.is_main()) return;
+  write_adapter(adapter, opt.expert_config, opt.output / "adapter");
   log_info(fmt::format("wrote the adapter to {}", (opt.output / "adapter").string()));
   if (opt.save_full) {
-    write_full_checkpoint(*model, opt.model, opt.output / "full");
+    if (par.world_size() == 1) write_full_checkpoint(*model, opt.model, opt.output / "full");
+    else write_merged_checkpoint(opt.model, adapter, sel, opt.output / "full");  // rank 0 holds only its experts
     log_info(fmt::format("wrote the full checkpoint to {}", (opt.output / "full").string()));
   }
 }

@@ -119,6 +119,7 @@ class DecoderModel : public MoeModel {
   AttentionSpec attn_;
   std::optional<Rope> rope_;
   WeightSource* src_;  // during loading only
+  std::function<ExpertPlacement(int64_t, int64_t)> placement_;  // expert parallelism (LoadOptions)
   std::map<int64_t, std::unique_ptr<MoeBlock>> moe_;
   int n_experts_ = 0, top_k_ = 0;
   int64_t trained_rows_ = 0;

@@ -6,10 +6,13 @@
 // without touching router or experts.
 //
 // Experts are addressed by slot: their position in the local banks ([trainable..., frozen...]).
+// Under expert parallelism slots number the experts of all ranks (see experts.h); dispatch then
+// returns the rows for this rank's slots and counts_E covers only those.
 // Shapes: T tokens, K top-k, H hidden, M = T*K dispatched rows, E local expert slots.
 #pragma once
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <vector>
 
 namespace esft::nn {
@@ -20,6 +23,9 @@ struct DispatchPlan {
   int64_t n_tokens = 0, top_k = 0;
   // counts_E on the host; only filled when the experts ask for it (see dispatch's need_host_counts)
   std::vector<int64_t> host_counts;
+  // Whatever else a dispatcher needs between its dispatch and combine (the expert-parallel one:
+  // all-to-all splits and the regrouping of received rows).
+  std::shared_ptr<void> state;
 };
 
 class TokenDispatcher {
@@ -32,6 +38,9 @@ class TokenDispatcher {
                               DispatchPlan* plan) = 0;
   // y_MH expert outputs in dispatched row order; weights_TK gate weights. Returns [T,H] in y's dtype.
   virtual at::Tensor combine(const at::Tensor& y_MH, const at::Tensor& weights_TK, const DispatchPlan& plan) = 0;
+  // True when the layer must be part of the backward on this process even if nothing here needs
+  // a gradient from it (expert parallelism: other ranks' trained experts exchange through it).
+  virtual bool in_every_backward() const { return false; }
 };
 
 // All experts on this process: a stable sort of the copies by slot, and back.

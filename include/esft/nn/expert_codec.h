@@ -25,6 +25,11 @@ class ExpertCodec {
   // checkpoint's dtype (restored on export).
   virtual ExpertWeights load(WeightSource& src, const at::Device& device, at::ScalarType dtype,
                              at::ScalarType* orig_dtype) = 0;
+  // Only the experts `ids` (ascending global ids; expert parallelism), stacked in that order; the
+  // others are marked used in src without being read. The default loads every expert on the CPU
+  // and keeps those rows; codecs whose layout allows it read just the rows they need.
+  virtual ExpertWeights load_experts(WeightSource& src, const at::Device& device, at::ScalarType dtype,
+                                     at::ScalarType* orig_dtype, const std::vector<int64_t>& ids);
   // All experts in the layout and dtype the checkpoint had.
   virtual std::vector<HfTensor> export_all(const ExpertBanks& banks) const = 0;
   // The given experts as per-expert tensors (the adapter), in the checkpoint's dtype.
@@ -47,6 +52,8 @@ class GatedExpertCodec final : public ExpertCodec {
  public:
   GatedExpertCodec(std::string prefix, ExpertsSpec spec, ExpertNaming naming = {});
   ExpertWeights load(WeightSource& src, const at::Device& device, at::ScalarType dtype, at::ScalarType* orig_dtype) override;
+  ExpertWeights load_experts(WeightSource& src, const at::Device& device, at::ScalarType dtype, at::ScalarType* orig_dtype,
+                             const std::vector<int64_t>& ids) override;
   std::vector<HfTensor> export_all(const ExpertBanks& banks) const override;
   std::vector<HfTensor> export_experts(const ExpertBanks& banks, const std::vector<int64_t>& ids) const override;
   bool parse_adapter_name(const std::string& name, int64_t* expert, std::string* part) const override;

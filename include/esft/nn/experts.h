@@ -10,11 +10,19 @@
 // leaf tensors that require grad) and a frozen one (model dtype, no grad), so frozen experts
 // never get weight gradients or optimizer state. A slot is an expert's position in
 // [trainable ids..., frozen ids...]; the dispatcher groups rows by slot.
+//
+// Expert parallelism: the banks may hold a subset of the layer's experts (those an
+// ExpertPlacement gives this rank). Slots then number the experts of all ranks, rank by rank,
+// each rank's in the order above; slot_of_expert() covers every global id, so the router's
+// choice maps to a slot wherever the expert lives, and slots_per_rank() tells the all-to-all
+// dispatcher which slots go where. compute() sees only this rank's slots.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <string>
 #include <vector>
+
+#include "esft/model.h"
 
 namespace esft::nn {
 
@@ -40,16 +48,23 @@ at::Tensor gated_activation(const ExpertsSpec& spec, const at::Tensor& h_MF);
 
 class ExpertBanks {
  public:
-  // all: every expert stacked in global id order, already on the device in the storage dtype.
+  // held: the experts placement.held() gives this rank (all of them by default), stacked in
+  // ascending global id order, already on the device in the storage dtype.
   // orig_dtype: the checkpoint's dtype, restored on export.
-  ExpertBanks(ExpertsSpec spec, ExpertWeights all, at::ScalarType orig_dtype);
+  ExpertBanks(ExpertsSpec spec, ExpertWeights held, at::ScalarType orig_dtype, ExpertPlacement placement = {});
 
   const ExpertsSpec& spec() const { return spec_; }
   at::ScalarType orig_dtype() const { return orig_dtype_; }
+  const ExpertPlacement& placement() const { return placement_; }
   // Moves the given global ids into the trainable bank (fp32 master copies), the rest frozen.
+  // Ids this rank does not hold are trainable on their own rank: they only order the slots.
   void split(const std::vector<int>& trainable_ids);
+  // The trainable experts held here, in bank row order (ascending).
   const std::vector<int64_t>& trainable_ids() const { return train_.ids; }
-  int64_t n_slots() const { return spec_.n_experts; }
+  bool holds(int64_t e) const;
+  int64_t n_slots() const { return spec_.n_experts; }  // over all ranks
+  // Slots of each rank of the placement (their sum is n_slots()); this rank's are its own.
+  const std::vector<int64_t>& slots_per_rank() const { return slots_per_rank_; }
   // [E] int64 on the device: global expert id -> slot.
   const at::Tensor& slot_of_expert() const { return slot_of_expert_; }
   // Whether compute() needs the per-slot row counts on the host.
@@ -78,8 +93,11 @@ class ExpertBanks {
 
   ExpertsSpec spec_;
   at::ScalarType orig_dtype_;
+  ExpertPlacement placement_;
   Bank train_, frozen_;
+  std::vector<char> trainable_;  // [E] over all ranks
   at::Tensor slot_of_expert_;
+  std::vector<int64_t> slots_per_rank_;
   mutable int64_t last_trained_rows_ = 0;
 };
 

@@ -41,8 +41,9 @@ class MoeBlock {
  public:
   // prefix: "model.layers.{i}.{module}." Loads router and shared expert into the store, the
   // routed experts into banks on the store's device. codec: null = GatedExpertCodec(spec.naming).
+  // placement: under expert parallelism only this rank's experts are loaded.
   MoeBlock(std::string prefix, MoeSpec spec, WeightSource& src, ParamStore& store,
-           std::unique_ptr<ExpertCodec> codec = nullptr);
+           std::unique_ptr<ExpertCodec> codec = nullptr, ExpertPlacement placement = {});
 
   const MoeSpec& spec() const { return spec_; }
   const std::string& prefix() const { return prefix_; }
@@ -51,6 +52,7 @@ class MoeBlock {
   const ExpertCodec& codec() const { return *codec_; }
   // Expert parallelism swaps in its all-to-all dispatcher here.
   void set_dispatcher(std::shared_ptr<TokenDispatcher> d) { dispatcher_ = std::move(d); }
+  const TokenDispatcher& dispatcher() const { return *dispatcher_; }
 
   // x_TH -> [T,H]; *routing receives the router's decision (ids, weights, logits).
   at::Tensor forward(const at::Tensor& x_TH, const ParamStore& w, RouterOutput* routing) const;

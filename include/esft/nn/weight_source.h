@@ -33,6 +33,9 @@ class WeightSource {
   // The tensor, of exactly `shape`, in the checkpoint's dtype; on the CPU, or already where the
   // model wants it (random weights): callers move it with .to(device, dtype).
   virtual at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) = 0;
+  // Rows `rows` (indices into dim 0) of the tensor of `shape`, stacked in that order. The default
+  // takes the whole tensor; a checkpoint reads only those rows out of its memory map.
+  virtual at::Tensor take_rows(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& rows);
   virtual at::ScalarType dtype(const std::string& name) const = 0;
   // Marks tensors the family knowingly ignores (a tied lm_head, multi-token-prediction layers).
   virtual void ignore(const std::string& name) {}
@@ -50,6 +53,7 @@ class CheckpointWeights final : public WeightSource {
   std::string where() const override;
   bool has(const std::string& name) const override { return ckpt_.has(name); }
   at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) override;
+  at::Tensor take_rows(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& rows) override;
   at::ScalarType dtype(const std::string& name) const override;
   void ignore(const std::string& name) override { used_.insert(name); }
   void ignore_prefix(const std::string& prefix) override;
