@@ -26,7 +26,7 @@ class Glm4Moe final : public nn::DecoderModel {
     c.attn.q_bias = c.attn.k_bias = c.attn.v_bias = r.get_bool("attention_bias", false);
     if (r.get_bool("use_qk_norm", false)) c.attn.qk_norm = nn::QkNorm::PerHead;
     c.attn.norm_eps = c.base.rms_eps;
-    const double partial = nn::rope_setting(r.json(), "partial_rotary_factor", 0.5);
+    const double partial = nn::rope_setting(r.json(), "partial_rotary_factor", 0.5, r.where());
     if (!(partial > 0 && partial <= 1))
       fail("{}: partial_rotary_factor must be in (0, 1], not {}", r.where(), partial);
     c.rotary_dim = int64_t(double(c.attn.head_dim) * partial);  // int() as transformers truncates

@@ -15,7 +15,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 pkgs=(build-essential cmake ninja-build ccache pkg-config python3-venv
       libcxxopts-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsentencepiece-dev libgtest-dev
       libgloo-dev    # headers for c10d's ProcessGroupGloo (the library itself is inside libtorch)
-      sentencepiece)  # spm_train, used by the SentencePiece tokenizer test
+      sentencepiece   # spm_train, used by the SentencePiece tokenizer test
+      clang libclang-rt-dev)  # scripts/sanitizers.sh: ASan/UBSan build and the libFuzzer harnesses
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

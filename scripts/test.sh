@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cd "${ESFT_BUILD:-build}"
-ctest --output-on-failure --timeout 1800 "$@"
+(cd "${ESFT_BUILD:-build}" && ctest --output-on-failure --timeout 1800 "$@")
+# The torch-free half under ASan + UBSan, and each fuzzer for a bounded time (a few minutes in all).
+bash scripts/sanitizers.sh

@@ -6,6 +6,10 @@
 #include <cstdlib>
 #include <fstream>
 
+#ifndef ESFT_BIN  // torch-free builds (ESFT_CORE_ONLY) have no esft binary
+#define ESFT_BIN ""
+#endif
+
 namespace esft::test {
 
 namespace {

@@ -30,7 +30,15 @@ struct DataOptions {
   bool raw_text = false;            // encode each record's "text" as is: no template, no BOS/EOS
   int num_threads = 0;              // encoding threads; 0 = all cores
   std::shared_ptr<const Tokenizer> tokenizer;  // an already loaded tokenizer (else loaded on demand)
+  // The model's vocabulary: a token id or label outside [0, vocab_size) makes its line bad
+  // (file, line and id in the error), whether it came pre-tokenized or from the tokenizer.
+  // 0: not checked.
+  int64_t vocab_size = 0;
 };
+
+// vocab_size of model_dir/config.json; 0 when the file or the key is missing or not a positive
+// integer (loading the model then says what is wrong).
+int64_t config_vocab_size(const fs::path& model_dir);
 
 // Reads every record of a jsonl file. Errors name the file and the line. Record formats: see
 // src/text/jsonl_records.h; chat formats: include/esft/chat.h. With cache_dir set, the encoded

@@ -1,4 +1,4 @@
-// A terminal progress bar with a rate, drawn on stderr only when it is a terminal (so logs
+// A terminal progress bar with a rate, the time spent and the time left (ETA at the rate so far), drawn on stderr only when it is a terminal (so logs
 // from SLURM or SageMaker stay clean), at most a few times per second.
 #pragma once
 #include <chrono>
@@ -6,6 +6,9 @@
 #include <string>
 
 namespace esft {
+
+// 75 -> "1:15", 3725 -> "1:02:05".
+std::string format_duration(double seconds);
 
 class ProgressBar {
  public:
@@ -16,6 +19,8 @@ class ProgressBar {
   void finish();
   double elapsed_s() const;
   double rate() const;  // units per second since start
+  // "elapsed ETA remaining" ("0:42 ETA 3:10"); only the elapsed time when done or without a total.
+  std::string timing() const;
 
  private:
   void draw(bool final);

@@ -10,6 +10,7 @@ namespace esft {
 
 struct ScoreOptions {
   fs::path model, data, output;
+  fs::path cache_dir;                // encoded datasets; "" = output/.cache
   int64_t n_sample_tokens = 131072;  // the ESFT reference's default
   uint64_t seed = 5934875;           // the ESFT reference's shuffle seed
   std::string device, dtype;         // "" = cuda when available / bf16 on cuda, fp32 on cpu

@@ -11,7 +11,14 @@
 namespace esft {
 
 struct TrainOptions {
-  fs::path model, data, expert_config, output, eval_data, resume;
+  fs::path model, data, expert_config, output, eval_data;
+  // A step-N checkpoint, a run directory or a checkpoint directory (its newest usable checkpoint),
+  // or "auto": the newest usable checkpoint of checkpoint_dir when there is one, else a fresh start.
+  fs::path resume;
+  fs::path checkpoint_dir;   // "" = output/checkpoints
+  fs::path tensorboard_dir;  // "" = output/tensorboard
+  fs::path metrics_file;     // "" = output/metrics.jsonl
+  fs::path cache_dir;        // encoded datasets; "" = output/.cache
   std::string device, dtype, chat_format = "auto";
   bool skip_bad_lines = false;
   // optimisation
@@ -28,12 +35,19 @@ struct TrainOptions {
   int64_t eval_steps = 0, save_steps = 0, save_total_limit = 2, log_steps = 1;
   bool save_full = false;
   int64_t stop_after = 0;  // > 0: checkpoint and exit after this step (time-sliced jobs)
+  // Steps whose loss or gradient norm is NaN/Inf are never applied. 0: the first one stops the run
+  // (non-zero exit, the last good checkpoint kept); N: up to N such steps are skipped (counted).
+  int64_t max_nonfinite_steps = 0;
   double peak_tflops = 989;  // accelerator peak for the MFU estimate (H100/H200 dense bf16); 0 = no MFU
   // parallelism (the process layout comes from the launcher, see esft/dist/launch.h)
   int expert_parallel = 1;   // ranks each MoE layer's experts are split over; must divide the world size
 };
 
-void run_training(const TrainOptions& opt);
+struct TrainOutcome {
+  int stop_signal = 0;  // SIGTERM/SIGINT stopped the run after a checkpoint (exit kExitInterrupted)
+  int64_t steps_done = 0, skipped_nonfinite = 0;
+};
+TrainOutcome run_training(const TrainOptions& opt);
 
 class MoeModel;
 

@@ -23,6 +23,9 @@ struct StepResult {
   double grad_norm = 0;          // before clipping
   int64_t trained_expert_rows = 0;  // (token, slot) rows routed to trained experts, all ranks
   double comm_seconds = 0;       // all-to-all time per rank (mean)
+  // Loss and gradient norm are finite. When not, the optimizer step was not taken (a NaN/Inf
+  // would poison the weights and the optimizer state): the caller stops or skips the step.
+  bool finite = true;
 };
 
 // micro_batch(k, &tokens) builds micro-batch k of n_micro (single-process order) and its token

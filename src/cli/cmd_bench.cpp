@@ -6,6 +6,7 @@
 #include "esft/bench.h"
 #include "esft/cli.h"
 #include "esft/error.h"
+#include "flags.h"
 
 namespace esft {
 namespace {
@@ -36,7 +37,7 @@ int cmd_bench(int argc, char** argv) {
     ("profile", "write a Chrome trace (kineto: CPU ops and CUDA kernels) of each task's timed steps to PREFIX.<task>.json", cxxopts::value<std::string>()->default_value(d.profile))
     ("h,help", "show this help");
   // clang-format on
-  auto a = o.parse(argc, argv);
+  auto a = cli::parse_flags(o, argc, argv);
   if (a.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return 0;

@@ -9,6 +9,7 @@
 
 #include "esft/cli.h"
 #include "esft/error.h"
+#include "flags.h"
 #include "esft/tokenizer.h"
 
 namespace esft {
@@ -28,7 +29,7 @@ int cmd_bench_tokenizer(int argc, char** argv) {
     ("passes", "encode the corpus this many times and report each pass (the first runs with a cold word cache)", cxxopts::value<int>()->default_value("1"))
     ("h,help", "show this help");
   // clang-format on
-  auto a = o.parse(argc, argv);
+  auto a = cli::parse_flags(o, argc, argv);
   if (a.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return 0;

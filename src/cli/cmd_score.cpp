@@ -1,16 +1,19 @@
 // esft score: flags -> ScoreOptions -> the scoring engine (src/score/scorer.cpp).
 #include <cxxopts.hpp>
 
+#include <limits>
+
 #include "esft/cli.h"
 #include "esft/dist/launch.h"
 #include "esft/error.h"
 #include "esft/score.h"
+#include "flags.h"
 
 namespace esft {
 namespace {
 
-int cmd_score(int argc, char** argv) {
-  cxxopts::Options o(argv[0], "Record per-layer expert routing statistics of a model over training data.\n"
+cxxopts::Options score_options(const std::string& prog) {
+  cxxopts::Options o(prog, "Record per-layer expert routing statistics of a model over training data.\n"
                               "Writes OUT/rank_{r}/expert_weights_{L}.txt (ESFT reference format) and OUT/summary.json.");
   const ScoreOptions d;  // the defaults, stated once
   // clang-format off
@@ -34,9 +37,15 @@ int cmd_score(int argc, char** argv) {
                        "from there instead", cxxopts::value<int>()->default_value("0"))
     ("expert-parallel", "split each MoE layer's experts over E of the processes (a model too large for one GPU)",
      cxxopts::value<int>()->default_value(std::to_string(d.expert_parallel)))
+    ("cache-dir", "cache of encoded datasets (default: OUT/.cache)", cxxopts::value<std::string>())
     ("h,help", "show this help");
   // clang-format on
-  auto a = o.parse(argc, argv);
+  return o;
+}
+
+int cmd_score(int argc, char** argv) {
+  auto o = score_options(argv[0]);
+  auto a = cli::parse_flags(o, argc, argv);
   if (a.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return 0;
@@ -59,6 +68,12 @@ int cmd_score(int argc, char** argv) {
   s.rank = a["rank"].as<int>();
   s.world_size = a["world-size"].as<int>();
   s.expert_parallel = a["expert-parallel"].as<int>();
+  if (a.count("cache-dir")) s.cache_dir = a["cache-dir"].as<std::string>();
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  for (auto f : {"n-sample-tokens", "max-length", "batch-tokens"}) cli::flag_int(a, f, 0, big);
+  ESFT_CHECK(s.world_size >= 1, "--world-size {}: must be at least 1", s.world_size);
+  ESFT_CHECK(s.rank >= 0 && s.rank < s.world_size, "--rank {}: must be in [0, --world-size {})", s.rank, s.world_size);
+  ESFT_CHECK(a["nproc-per-node"].as<int>() >= 0, "--nproc-per-node {}: must be at least 1", a["nproc-per-node"].as<int>());
   ESFT_CHECK(s.expert_parallel >= 1, "--expert-parallel must be >= 1");
   std::vector<std::string> args = {"score"};
   for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
@@ -69,4 +84,7 @@ int cmd_score(int argc, char** argv) {
 
 }  // namespace
 ESFT_SUBCOMMAND("score", "record expert routing statistics over training data", cmd_score);
+namespace cli {
+cxxopts::Options score_flags() { return score_options("esft score"); }
+}  // namespace cli
 }  // namespace esft

@@ -10,6 +10,8 @@
 #include "esft/error.h"
 #include "esft/log.h"
 #include "esft/routing_stats.h"
+#include "esft/run_control.h"
+#include "flags.h"
 
 namespace esft {
 namespace {
@@ -27,8 +29,8 @@ bool has_logs(const fs::path& dir) {
   return false;
 }
 
-int cmd_select(int argc, char** argv) {
-  cxxopts::Options o(argv[0], "Select the experts to train from routing statistics; writes expert_config.json.");
+cxxopts::Options select_options(const std::string& prog) {
+  cxxopts::Options o(prog, "Select the experts to train from routing statistics; writes expert_config.json.");
   // clang-format off
   o.add_options()
     ("scores", "`esft score` output, or a folder of official expert_weights_{L}.txt logs (also rank_*/ subfolders)", cxxopts::value<std::string>())
@@ -42,7 +44,12 @@ int cmd_select(int argc, char** argv) {
     ("summary-output", "also write the computed summary.json here", cxxopts::value<std::string>())
     ("h,help", "show this help");
   // clang-format on
-  auto a = o.parse(argc, argv);
+  return o;
+}
+
+int cmd_select(int argc, char** argv) {
+  auto o = select_options(argv[0]);
+  auto a = cli::parse_flags(o, argc, argv);
   if (a.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return 0;
@@ -56,7 +63,7 @@ int cmd_select(int argc, char** argv) {
   opt.score_function = a["score-function"].as<std::string>();
   if (opt.score_function != "token" && opt.score_function != "gate")
     fail("--score-function must be token or gate, not \"{}\"", opt.score_function);
-  opt.top_p = a.count("top-p") ? a["top-p"].as<double>() : (opt.score_function == "token" ? 0.2 : 0.1);
+  opt.top_p = a.count("top-p") ? cli::flag_number(a, "top-p", -1e9, 1e9) : (opt.score_function == "token" ? 0.2 : 0.1);
   opt.train_shared_experts = a.count("train-shared-experts") > 0;
   opt.train_non_expert_modules = a.count("train-non-expert-modules") > 0;
 
@@ -79,6 +86,15 @@ int cmd_select(int argc, char** argv) {
   } else {
     fail("{}: neither expert_weights_{{L}}.txt logs nor a summary.json", dir.string());
   }
+  // The outputs must not replace what was read (the summary or score_config.json beside the logs).
+  for (auto flag : {"output", "summary-output"}) {
+    if (!a.count(flag)) continue;
+    const fs::path out = a[flag].as<std::string>();
+    static const std::regex read_re(R"(summary\.json|score_config\.json|expert_weights_\d+\.txt)");
+    if (path_within(out, dir) && std::regex_match(out.filename().string(), read_re))
+      fail("--{} {} is one of the files --scores {} holds and this command reads; choose another path", flag,
+           out.string(), dir.string());
+  }
   if (a.count("summary-output")) write_file_atomic(a["summary-output"].as<std::string>(), dump_json(summary));
   auto sel = select_experts(summary, opt);
   fs::path out = a["output"].as<std::string>();
@@ -94,4 +110,7 @@ int cmd_select(int argc, char** argv) {
 
 }  // namespace
 ESFT_SUBCOMMAND("select", "choose the experts to train from routing statistics", cmd_select);
+namespace cli {
+cxxopts::Options select_flags() { return select_options("esft select"); }
+}  // namespace cli
 }  // namespace esft

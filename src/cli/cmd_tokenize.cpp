@@ -12,6 +12,8 @@
 #include "esft/error.h"
 #include "esft/fs.h"
 #include "esft/log.h"
+#include "esft/run_control.h"
+#include "flags.h"
 
 namespace esft {
 namespace {
@@ -35,7 +37,7 @@ int cmd_tokenize(int argc, char** argv) {
     ("threads", "encoding threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
     ("h,help", "show this help");
   // clang-format on
-  auto a = o.parse(argc, argv);
+  auto a = cli::parse_flags(o, argc, argv);
   if (a.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return 0;
@@ -51,7 +53,29 @@ int cmd_tokenize(int argc, char** argv) {
   opt.raw_text = a.count("raw") > 0;
   opt.skip_bad_lines = a.count("skip-bad-lines") > 0;
   opt.num_threads = a["threads"].as<int>();
+  ESFT_CHECK(opt.num_threads >= 0, "--threads {}: must be >= 0 (0 = all cores)", opt.num_threads);
   const fs::path data = a["data"].as<std::string>();
+  // The output is written whole and renamed over its path: it must not be one of the inputs.
+  if (a.count("output")) {
+    const fs::path out = a["output"].as<std::string>();
+    std::vector<std::pair<std::string, fs::path>> inputs = {{"--data", data}};
+    if (!opt.tokenizer_file.empty()) inputs.push_back({"--tokenizer", opt.tokenizer_file});
+    if (!opt.model_dir.empty()) inputs.push_back({"--model", opt.model_dir});
+    const std::string name = out.filename().string();
+    const bool model_file = name.size() > 12 && name.substr(name.size() - 12) == ".safetensors";
+    for (auto& [flag, in] : inputs) {
+      bool clash = path_within(out, in) && path_within(in, out);
+      if (flag == "--model" && path_within(out, in))  // a file the model directory needs
+        for (auto f : {"config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json",
+                       "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"})
+          clash = clash || name == f || model_file;
+      if (clash)
+        fail("--output {} would overwrite {} {}: choose another output file", out.string(), flag,
+             flag == "--model" ? (in / name).string() : in.string());
+    }
+  }
+  // Token ids must index the model's embedding (a tokenizer from another model would not).
+  if (!opt.model_dir.empty()) opt.vocab_size = config_vocab_size(opt.model_dir);
 
   auto records = encode_records(data, opt);
 

@@ -3,19 +3,25 @@
 
 #include <cxxopts.hpp>
 
+#include <limits>
+
 #include "esft/cli.h"
 #include "esft/dist/launch.h"
 #include "esft/error.h"
+#include "esft/run_control.h"
 #include "esft/train.h"
+#include "flags.h"
 
 namespace esft {
 namespace {
 
-int cmd_train(int argc, char** argv) {
-  cxxopts::Options o(argv[0], "Expert-specialized fine-tuning: train only the experts in --expert-config (plus shared "
+cxxopts::Options train_options(const std::string& prog) {
+  cxxopts::Options o(prog, "Expert-specialized fine-tuning: train only the experts in --expert-config (plus shared "
                               "experts / non-expert modules when it says so); everything else stays frozen.\n"
                               "Writes OUT/adapter/{model.safetensors,expert_config.json}, OUT/full/ with --save-full, "
-                              "OUT/checkpoints/step-N/, OUT/metrics.jsonl.");
+                              "OUT/checkpoints/step-N/, OUT/metrics.jsonl, OUT/tensorboard/ (TensorBoard event files).\n"
+                              "SIGTERM/SIGINT: the current step finishes, a checkpoint is written and the exit status is "
+                              "75 (continue with --resume OUT).");
   const TrainOptions d;  // the defaults, stated once (in TrainOptions)
   auto num = [](auto v) { return fmt::format("{}", v); };
   // clang-format off
@@ -71,11 +77,26 @@ int cmd_train(int argc, char** argv) {
                         "of processes, which all share each global batch (data parallel)",
      cxxopts::value<int>()->default_value(num(d.expert_parallel)))
     ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value(num(d.stop_after)))
-    ("resume", "continue from a checkpoint directory (OUT/checkpoints/step-N), or OUT to take its newest checkpoint; "
-               "with the same flags the result equals an uninterrupted run", cxxopts::value<std::string>())
+    ("resume", "continue from a checkpoint directory (OUT/checkpoints/step-N), or OUT to take its newest usable "
+               "checkpoint (damaged or non-finite ones are passed over, with a warning), or auto: the newest usable "
+               "checkpoint of --checkpoint-dir if there is one, else start from the beginning; with the same flags the "
+               "result equals an uninterrupted run", cxxopts::value<std::string>())
+    ("checkpoint-dir", "where checkpoints go (default: OUT/checkpoints)", cxxopts::value<std::string>())
+    ("tensorboard-dir", "where TensorBoard event files go (default: OUT/tensorboard)", cxxopts::value<std::string>())
+    ("metrics-file", "the per-step jsonl log (default: OUT/metrics.jsonl)", cxxopts::value<std::string>())
+    ("cache-dir", "cache of encoded datasets (default: OUT/.cache)", cxxopts::value<std::string>())
+    ("max-nonfinite-steps", "a step whose loss or gradient norm is NaN/Inf is never applied; 0 stops the run at the "
+                            "first (exit status 1, the last good checkpoint kept), N skips up to N such steps (counted in "
+                            "the log and metrics.jsonl) before stopping",
+     cxxopts::value<int64_t>()->default_value(num(d.max_nonfinite_steps)))
     ("h,help", "show this help");
   // clang-format on
-  auto a = o.parse(argc, argv);
+  return o;
+}
+
+int cmd_train(int argc, char** argv) {
+  auto o = train_options(argv[0]);
+  auto a = cli::parse_flags(o, argc, argv);
   if (a.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return 0;
@@ -89,6 +110,10 @@ int cmd_train(int argc, char** argv) {
   t.output = a["output"].as<std::string>();
   if (a.count("eval-dataset")) t.eval_data = a["eval-dataset"].as<std::string>();
   if (a.count("resume")) t.resume = a["resume"].as<std::string>();
+  for (auto [flag, field] : {std::pair{"checkpoint-dir", &t.checkpoint_dir}, {"tensorboard-dir", &t.tensorboard_dir},
+                             {"metrics-file", &t.metrics_file}, {"cache-dir", &t.cache_dir}})
+    if (a.count(flag)) *field = a[flag].as<std::string>();
+  t.max_nonfinite_steps = cli::flag_int(a, "max-nonfinite-steps", 0, std::numeric_limits<int64_t>::max());
   t.chat_format = a["chat-format"].as<std::string>();
   t.skip_bad_lines = a.count("skip-bad-lines") > 0;
   t.max_length = a["max-length"].as<int64_t>();
@@ -118,6 +143,24 @@ int cmd_train(int argc, char** argv) {
   t.stop_after = a["stop-after"].as<int64_t>();
   t.peak_tflops = a["peak-tflops"].as<double>();
   t.expert_parallel = a["expert-parallel"].as<int>();
+  const double inf = std::numeric_limits<double>::infinity();
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  // Every number finite and in range, the flag named in the error.
+  cli::flag_number(a, "warmup-ratio", 0, 1);
+  cli::flag_number(a, "learning-rate", 0, inf);
+  cli::flag_number(a, "min-lr", 0, inf);
+  cli::flag_number(a, "max-grad-norm", 0, inf);
+  cli::flag_number(a, "weight-decay", 0, inf);
+  cli::flag_number(a, "peak-tflops", 0, inf);
+  cli::flag_number(a, "adam-beta1", 0, 0.999999999);
+  cli::flag_number(a, "adam-beta2", 0, 0.999999999);
+  cli::flag_number(a, "adam-eps", 1e-30, 1);
+  cli::flag_int(a, "max-length", 1, big);
+  cli::flag_int(a, "epochs", 1, big);
+  cli::flag_int(a, "micro-batch-size", 1, big);
+  for (auto f : {"global-batch-size", "max-steps", "eval-steps", "save-steps", "save-total-limit", "log-steps", "stop-after"})
+    cli::flag_int(a, f, 0, big);
+  ESFT_CHECK(a["nproc-per-node"].as<int>() >= 0, "--nproc-per-node {}: must be at least 1", a["nproc-per-node"].as<int>());
   ESFT_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "--warmup-ratio must be in [0, 1]");
   ESFT_CHECK(t.max_length > 0 && t.epochs > 0, "--max-length and --epochs must be positive");
   // Flag values checked here so a typo fails before data and model load.
@@ -141,10 +184,12 @@ int cmd_train(int argc, char** argv) {
   std::vector<std::string> args = {"train"};
   for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
   if (auto rc = dist::launch_if_asked(a["nproc-per-node"].as<int>(), args)) return *rc;
-  run_training(t);
-  return 0;
+  return run_training(t).stop_signal ? kExitInterrupted : 0;
 }
 
 }  // namespace
 ESFT_SUBCOMMAND("train", "fine-tune only the selected experts", cmd_train);
+namespace cli {
+cxxopts::Options train_flags() { return train_options("esft train"); }
+}  // namespace cli
 }  // namespace esft

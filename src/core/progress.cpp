@@ -32,6 +32,19 @@ void ProgressBar::update(int64_t done, const std::string& extra) {
   }
 }
 
+std::string format_duration(double seconds) {
+  const int64_t s = int64_t(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60);
+  return fmt::format("{}:{:02d}", s / 60, s % 60);
+}
+
+std::string ProgressBar::timing() const {
+  const double t = elapsed_s(), r = rate();
+  if (finished_ || total_ <= 0 || done_ >= total_) return format_duration(t);
+  if (done_ <= 0 || r <= 0) return format_duration(t) + " ETA ?";
+  return format_duration(t) + " ETA " + format_duration(double(total_ - done_) / r);
+}
+
 void ProgressBar::draw(bool final) {
   std::string bar;
   if (total_ > 0) {
@@ -42,8 +55,8 @@ void ProgressBar::draw(bool final) {
   } else {
     bar = fmt::format("{}", done_);
   }
-  std::fprintf(stderr, "\r%s %s %.0f %s/s %s\033[K%s", label_.c_str(), bar.c_str(), rate(), unit_.c_str(),
-               extra_.c_str(), final ? "\n" : "");
+  std::fprintf(stderr, "\r%s %s %.0f %s/s %s %s\033[K%s", label_.c_str(), bar.c_str(), rate(), unit_.c_str(),
+               timing().c_str(), extra_.c_str(), final ? "\n" : "");
   std::fflush(stderr);
 }
 

@@ -21,6 +21,7 @@
 
 #include "esft/error.h"
 #include "esft/log.h"
+#include "esft/run_control.h"
 
 extern char** environ;
 
@@ -316,20 +317,23 @@ int spawn_workers(const LaunchPlan& plan, const std::vector<std::string>& args) 
   }
 
   int result = 0;
+  bool interrupted = false;  // a worker stopped cleanly on a signal (checkpoint written)
+  int forwarded = 0;         // the signal passed on to the workers
   auto stop_all = [&](int sig) {
     for (auto& [pid, r] : ranks) ::kill(pid, sig);
   };
-  bool stopping = false;  // SIGTERM sent: SIGKILL at kill_at
+  bool stopping = false;  // SIGTERM sent after a failure: SIGKILL at kill_at
   auto kill_at = std::chrono::steady_clock::now();
   const auto grace = std::chrono::seconds(15);
   while (!ranks.empty()) {
     if (g_forward_signal) {
+      // SIGTERM/SIGINT: the workers finish their step together, checkpoint and exit with
+      // kExitInterrupted; they get the time they need (a second signal ends them at once).
       int sig = g_forward_signal;
       g_forward_signal = 0;
       log_warn(fmt::format("launcher: got signal {}, passing it to the workers", sig));
       stop_all(sig);
-      if (!result) result = 128 + sig;
-      if (!stopping) stopping = true, kill_at = std::chrono::steady_clock::now() + grace;
+      forwarded = sig;
     }
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
@@ -337,8 +341,11 @@ int spawn_workers(const LaunchPlan& plan, const std::vector<std::string>& args) 
       const int rank = ranks[pid];
       ranks.erase(pid);
       const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (!ok && !result) {
+      if (WIFEXITED(status) && WEXITSTATUS(status) == kExitInterrupted) {
+        interrupted = true;  // stopped on a signal after a checkpoint; the others stop at the same step
+      } else if (!ok && !result) {
         result = exit_code(status);
+        if (forwarded && WIFSIGNALED(status) && WTERMSIG(status) == forwarded) continue;  // ended by the signal we passed on
         log_error(fmt::format("worker rank {} failed ({}); stopping the other {} worker(s)", rank, describe(status),
                               ranks.size()));
         stop_all(SIGTERM);
@@ -355,6 +362,7 @@ int spawn_workers(const LaunchPlan& plan, const std::vector<std::string>& args) 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  if (!result && interrupted) result = kExitInterrupted;
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   return result;

@@ -21,6 +21,7 @@ DecoderConfig read_decoder_config(const ConfigReader& r, const std::string& arch
   c.tie_embeddings = r.get_bool("tie_word_embeddings", false);
   // pad_token_id null means none; absent means the family's default
   c.pad_id = r.json().contains("pad_token_id") ? r.get_int("pad_token_id", -1, 0) : default_pad;
+  if (c.pad_id >= c.vocab) fail("{}: \"pad_token_id\" {} is outside the vocabulary (vocab_size {})", r.where(), c.pad_id, c.vocab);
   c.aux_coef = r.get_double("router_aux_loss_coef", 0.001, 0);
   std::string act = r.get_string("hidden_act", "silu");
   if (act != "silu") fail("{}: hidden_act \"{}\" is not supported (silu)", r.where(), act);

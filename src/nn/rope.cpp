@@ -1,6 +1,7 @@
 #include "esft/nn/rope.h"
 
 #include <cmath>
+#include <optional>
 
 #include "esft/error.h"
 
@@ -14,36 +15,52 @@ const nlohmann::json* rope_block(const nlohmann::json& cfg, const char* key) {
 
 double yarn_get_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
 
-double rope_setting(const nlohmann::json& cfg, const std::string& key, double dflt) {
-  for (auto* b : {rope_block(cfg, "rope_parameters"), rope_block(cfg, "rope_scaling"), &cfg})
-    if (b && b->contains(key) && (*b)[key].is_number()) return (*b)[key].get<double>();
-  return dflt;
+double rope_setting(const nlohmann::json& cfg, const std::string& key, double dflt, const std::string& where) {
+  std::optional<double> found;
+  for (auto [block, b] : {std::pair{"rope_parameters.", rope_block(cfg, "rope_parameters")},
+                          {"rope_scaling.", rope_block(cfg, "rope_scaling")}, {"", &cfg}})
+    if (b && b->contains(key) && !(*b)[key].is_null()) {
+      // A value of the wrong type is an error wherever it stands, not the default
+      // ("rope_theta": [0] is no 10000); the first valid one counts.
+      const auto& v = (*b)[key];
+      if (!v.is_number() || v.is_boolean() || !std::isfinite(v.get<double>()))
+        fail("{}: \"{}{}\" must be a finite number, not {}", where, block, key, v.dump());
+      if (!found) found = v.get<double>();
+    }
+  return found.value_or(dflt);
 }
 
-std::string rope_type(const nlohmann::json& cfg) {
-  for (auto* b : {rope_block(cfg, "rope_parameters"), rope_block(cfg, "rope_scaling")})
+std::string rope_type(const nlohmann::json& cfg, const std::string& where) {
+  for (auto [block, b] : {std::pair{"rope_parameters.", rope_block(cfg, "rope_parameters")},
+                          {"rope_scaling.", rope_block(cfg, "rope_scaling")}})
     if (b)
       for (auto key : {"rope_type", "type"})
-        if (b->contains(key) && (*b)[key].is_string()) return (*b)[key].get<std::string>();
+        if (b->contains(key) && !(*b)[key].is_null()) {
+          if (!(*b)[key].is_string()) fail("{}: \"{}{}\" must be a string, not {}", where, block, key, (*b)[key].dump());
+          return (*b)[key].get<std::string>();
+        }
   return "default";
 }
 
 Rope::Rope(const nlohmann::json& cfg, int64_t dim, const std::string& where) : dim_(dim) {
   ESFT_CHECK(dim > 0 && dim % 2 == 0, "{}: the rotary dimension must be a positive even number, not {}", where, dim);
-  const double base = rope_setting(cfg, "rope_theta", 10000.0);
+  const double base = rope_setting(cfg, "rope_theta", 10000.0, where);
   ESFT_CHECK(base > 1, "{}: rope_theta must be > 1, not {}", where, base);
-  const std::string type = rope_type(cfg);
-  auto get = [&](const char* k, double d) { return rope_setting(cfg, k, d); };
+  const std::string type = rope_type(cfg, where);
+  auto get = [&](const char* k, double d) { return rope_setting(cfg, k, d, where); };
 
   auto pos_freqs = at::pow(base, at::arange(0, dim, 2, at::kLong).to(at::kFloat) / double(dim));  // [dim/2]
   inv_freq_ = 1.0 / pos_freqs;
   if (type == "default") {
   } else if (type == "linear") {
-    inv_freq_ = inv_freq_ / get("factor", 1.0);
+    const double factor = get("factor", 1.0);
+    ESFT_CHECK(factor > 0, "{}: linear rope factor must be > 0, not {}", where, factor);
+    inv_freq_ = inv_freq_ / factor;
   } else if (type == "yarn") {
     const double factor = get("factor", 1.0);
     ESFT_CHECK(factor >= 1, "{}: YaRN factor must be >= 1, not {}", where, factor);
     const double orig = get("original_max_position_embeddings", get("max_position_embeddings", 4096));
+    ESFT_CHECK(orig >= 1, "{}: original_max_position_embeddings must be >= 1, not {}", where, orig);
     const double mscale = get("mscale", 0), mscale_all = get("mscale_all_dim", 0), attn = get("attention_factor", 0);
     if (attn != 0) attention_scaling_ = attn;
     else if (mscale != 0 && mscale_all != 0) attention_scaling_ = yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all);

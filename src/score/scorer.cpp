@@ -24,6 +24,7 @@
 #include "esft/routing_capture.h"
 #include "esft/routing_stats.h"
 #include "esft/runtime.h"
+#include "score_output.h"
 
 namespace esft {
 namespace {
@@ -139,13 +140,14 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
                "--world-size {} contradicts the {} processes launched", opt.world_size, par.world_size());
     rank = par.rank(), world = par.world_size();
   }
-  fs::create_directories(opt.output);
+  auto output_lock = prepare_score_output(opt, par.is_main());
 
   DataOptions dopt;
   dopt.model_dir = opt.model;
   dopt.chat_format = opt.chat_format;
   dopt.skip_bad_lines = opt.skip_bad_lines;
-  dopt.cache_dir = opt.output / ".cache";
+  dopt.cache_dir = opt.cache_dir.empty() ? opt.output / ".cache" : opt.cache_dir;
+  dopt.vocab_size = config_vocab_size(opt.model);
   auto samples = load_samples(opt.data, dopt);
   ESFT_CHECK(!samples.empty(), "{}: no samples", opt.data.string());
   int64_t planned = 0;

@@ -99,6 +99,24 @@ fs::path tokenizer_dir(const DataOptions& opt) {
   return opt.tokenizer_file.empty() ? fs::path() : opt.tokenizer_file.parent_path();
 }
 
+// The first token id or label outside the vocabulary, as an error; "" when all are inside.
+std::string vocab_problem(const Sample& s, int64_t vocab, bool pre_tokenized) {
+  auto outside = [&](int32_t id) { return id < 0 || int64_t(id) >= vocab; };
+  for (size_t t = 0; t < s.input_ids.size(); ++t)
+    if (outside(s.input_ids[t]))
+      return pre_tokenized
+                 ? fmt::format("input_ids[{}] is token id {}, outside the model's vocabulary (vocab_size {} in "
+                               "config.json)", t, s.input_ids[t], vocab)
+                 : fmt::format("the tokenizer produced token id {} (token {}), outside the model's vocabulary "
+                               "(vocab_size {} in config.json): the tokenizer does not match the model", s.input_ids[t],
+                               t, vocab);
+  for (size_t t = 0; t < s.labels.size(); ++t)
+    if (s.labels[t] != kIgnoreIndex && outside(s.labels[t]))
+      return fmt::format("labels[{}] is token id {}, outside the model's vocabulary (vocab_size {} in config.json; "
+                         "-100 masks a token)", t, s.labels[t], vocab);
+  return "";
+}
+
 struct EncodeResult {
   std::vector<EncodedRecord> records;
   int64_t skipped = 0;
@@ -183,6 +201,8 @@ EncodeResult encode_content(const fs::path& path, const std::string& content, co
   out.records.reserve(lines.size());
   for (size_t i = 0; i < lines.size(); ++i) {
     auto& p = parsed[i];
+    if (p.error.empty() && opt.vocab_size > 0)
+      p.error = vocab_problem(p.record.tokens, opt.vocab_size, p.record.kind == Record::Kind::Tokens);
     if (!p.error.empty()) {
       if (!opt.skip_bad_lines) fail("{}:{}: {}", file, lines[i].number, p.error);
       if (out.skipped < 5) log_warn(fmt::format("skipping {}:{}: {}", file, lines[i].number, p.error));
@@ -202,6 +222,14 @@ std::string read_dataset(const fs::path& path) {
 }
 
 }  // namespace
+
+int64_t config_vocab_size(const fs::path& model_dir) {
+  std::error_code ec;
+  if (model_dir.empty() || !fs::is_regular_file(model_dir / "config.json", ec)) return 0;
+  auto j = nlohmann::json::parse(read_file(model_dir / "config.json"), nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("vocab_size") || !j["vocab_size"].is_number_integer()) return 0;
+  return std::max<int64_t>(0, j["vocab_size"].get<int64_t>());
+}
 
 std::vector<EncodedRecord> encode_records(const fs::path& path, const DataOptions& opt) {
   return encode_content(path, read_dataset(path), opt, true).records;

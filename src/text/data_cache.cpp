@@ -45,9 +45,9 @@ void put(std::string& b, const T& v) {
 }  // namespace
 
 std::string dataset_cache_key(const std::string& content, const DataOptions& opt, const std::string& format) {
-  return fmt::format("esft encoded samples v{}\ndata={:016x} bytes={}\n{}format={}\nskip_bad_lines={} raw_text={}\n",
+  return fmt::format("esft encoded samples v{}\ndata={:016x} bytes={}\n{}format={}\nskip_bad_lines={} raw_text={} vocab_size={}\n",
                      kEncodingVersion, hash64(content), content.size(), tokenizer_identity(opt), format,
-                     opt.skip_bad_lines, opt.raw_text);
+                     opt.skip_bad_lines, opt.raw_text, opt.vocab_size);
 }
 
 fs::path dataset_cache_file(const fs::path& cache_dir, const fs::path& jsonl, const std::string& key) {

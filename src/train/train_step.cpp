@@ -2,6 +2,8 @@
 
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include <cmath>
+
 #include "esft/data.h"
 #include "esft/dist/parallel.h"
 
@@ -51,7 +53,9 @@ StepResult train_step(MoeModel& model, AdamW& optim, int64_t n_micro,
   } else {
     r.grad_norm = clip_grad_norm(optim.params(), max_grad_norm);
   }
-  optim.step(lr);
+  // Every rank sees the same summed loss and global norm, so all take or all skip the step.
+  r.finite = std::isfinite(r.loss_sum) && std::isfinite(r.grad_norm);
+  if (r.finite) optim.step(lr);
   return r;
 }
 

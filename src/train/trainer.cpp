@@ -1,6 +1,8 @@
 #include "esft/train.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -9,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 
 #include "esft/data.h"
 #include "esft/dist/parallel.h"
@@ -16,8 +19,10 @@
 #include "esft/log.h"
 #include "esft/model.h"
 #include "esft/progress.h"
+#include "esft/run_control.h"
 #include "esft/runtime.h"
 #include "esft/tensor_io.h"
+#include "esft/tfevents.h"
 #include "esft/train_step.h"
 
 namespace esft {
@@ -150,10 +155,10 @@ nlohmann::json run_position(const TrainOptions& opt, const LrSchedule& sched, in
   };
 }
 
-void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, const nlohmann::json& position,
-                     const dist::ParallelContext& par) {
+void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& opt, const fs::path& checkpoints,
+                     const nlohmann::json& position, const dist::ParallelContext& par) {
   const int64_t step = position["step"].get<int64_t>();
-  auto dir = opt.output / "checkpoints" / fmt::format("step-{}", step);
+  auto dir = checkpoints / fmt::format("step-{}", step);
   // Exact fp32 master weights and optimizer state: what resume needs to continue bit for bit;
   // every rank's part, gathered on rank 0, which alone writes.
   auto state = par.gather_train_state(optim);
@@ -167,7 +172,7 @@ void save_checkpoint(MoeModel& model, const AdamW& optim, const TrainOptions& op
   replace_directory(tmp, dir);
   // Keep the newest save_total_limit checkpoints.
   std::vector<std::pair<int64_t, fs::path>> all;
-  for (auto& e : fs::directory_iterator(opt.output / "checkpoints"))
+  for (auto& e : fs::directory_iterator(checkpoints))
     if (e.is_directory() && checkpoint_step(e.path()) >= 0) all.push_back({checkpoint_step(e.path()), e.path()});
   std::sort(all.begin(), all.end());
   for (size_t i = 0; opt.save_total_limit > 0 && i + opt.save_total_limit < all.size(); ++i) fs::remove_all(all[i].second);
@@ -199,19 +204,92 @@ void truncate_metrics(const fs::path& path, int64_t last_step) {
   write_file_atomic(path, kept);
 }
 
-// --resume DIR: a step-N checkpoint, or a run directory (its newest checkpoint).
-fs::path find_resume_dir(const fs::path& p) {
-  if (fs::exists(p / "train_state.safetensors")) return p;
-  fs::path best;
-  int64_t best_step = -1;
-  if (fs::is_directory(p / "checkpoints"))
-    for (auto& e : fs::directory_iterator(p / "checkpoints")) {
-      int64_t s = checkpoint_step(e.path());
-      if (s > best_step && fs::exists(e.path() / "train_state.safetensors")) best_step = s, best = e.path();
+// A checkpoint that resume may use: its trainer_state.json and train_state.safetensors load, and
+// every saved tensor is finite.
+struct ResumePoint {
+  fs::path dir;
+  nlohmann::json state;  // trainer_state.json
+  std::map<std::string, at::Tensor> tensors;
+};
+
+// Why dir cannot be resumed from ("" when it can); fills *out when it can.
+std::string checkpoint_problem(const fs::path& dir, ResumePoint* out) {
+  try {
+    if (!fs::exists(dir / "train_state.safetensors")) return "no train_state.safetensors";
+    if (!fs::exists(dir / "trainer_state.json")) return "no trainer_state.json";
+    auto state = nlohmann::json::parse(read_file(dir / "trainer_state.json"), nullptr, false);
+    if (state.is_discarded() || !state.is_object() || !state.contains("step") || !state["step"].is_number_integer())
+      return "trainer_state.json is damaged (no integer \"step\")";
+    auto tensors = load_safetensors(dir / "train_state.safetensors");
+    for (auto& [name, t] : tensors)
+      if (t.is_floating_point() && !at::isfinite(t).all().item<bool>())
+        return fmt::format("train_state.safetensors: {} holds NaN or Inf", name);
+    *out = {dir, std::move(state), std::move(tensors)};
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+// --resume: a step-N checkpoint (used as it is), or a run / checkpoint directory, or "auto" (the
+// checkpoint directory of this run): the newest usable checkpoint there, saying which newer ones
+// were passed over and why. Nothing usable: fails, except for "auto" (a fresh start).
+std::optional<ResumePoint> find_resume_point(const fs::path& p, const fs::path& checkpoints) {
+  ResumePoint rp;
+  const bool automatic = p == "auto";
+  if (!automatic && fs::exists(p / "train_state.safetensors")) {
+    if (auto why = checkpoint_problem(p, &rp); !why.empty()) fail("--resume {}: cannot resume from it: {}", p.string(), why);
+    return rp;
+  }
+  const fs::path dir = automatic ? checkpoints : fs::is_directory(p / "checkpoints") ? p / "checkpoints" : p;
+  std::vector<std::pair<int64_t, fs::path>> found;
+  if (fs::is_directory(dir))
+    for (auto& e : fs::directory_iterator(dir))
+      if (checkpoint_step(e.path()) >= 0 && e.is_directory()) found.push_back({checkpoint_step(e.path()), e.path()});
+  std::sort(found.rbegin(), found.rend());
+  std::vector<std::string> passed_over;
+  for (auto& [step, d] : found) {
+    if (auto why = checkpoint_problem(d, &rp); !why.empty()) {
+      passed_over.push_back(fmt::format("{} ({})", d.string(), why));
+      continue;
     }
-  if (best.empty())
-    fail("--resume {}: no checkpoint (train_state.safetensors) there or in a checkpoints/step-N/ under it", p.string());
-  return best;
+    if (!passed_over.empty())
+      log_warn(fmt::format("resuming from {}, the newest usable checkpoint; passed over: {}", d.string(),
+                           fmt::join(passed_over, "; ")));
+    return rp;
+  }
+  if (automatic) {
+    if (!passed_over.empty())
+      log_warn(fmt::format("--resume auto: no usable checkpoint in {} ({}): starting from the beginning", dir.string(),
+                           fmt::join(passed_over, "; ")));
+    return std::nullopt;
+  }
+  if (!passed_over.empty()) fail("--resume {}: no usable checkpoint: {}", p.string(), fmt::join(passed_over, "; "));
+  fail("--resume {}: no checkpoint (train_state.safetensors) there or in a checkpoints/step-N/ under it", p.string());
+}
+
+// Refuses outputs that would overwrite an input: the output directory holding the model, or an
+// input file inside a directory the run replaces.
+void refuse_overwriting_inputs(const TrainOptions& opt, const std::vector<std::pair<std::string, fs::path>>& written) {
+  for (auto& [flag, dir] : std::vector<std::pair<std::string, fs::path>>{{"--output", opt.output}, written[0]})
+    if (path_within(opt.model, dir))
+      fail("{} {} holds --model {}: the run would write into its own input; choose another output directory", flag,
+           dir.string(), opt.model.string());
+  for (auto& [in_flag, in] : std::vector<std::pair<std::string, fs::path>>{
+           {"--data", opt.data}, {"--eval-dataset", opt.eval_data}, {"--expert-config", opt.expert_config}})
+    for (auto& [out_flag, out] : written)
+      if (!in.empty() && path_within(in, out))
+        fail("{} {} lies in {}, which the run replaces ({}): it would be overwritten; move it or choose another output",
+             in_flag, in.string(), out.string(), out_flag);
+}
+
+// Peak memory for the log: the CUDA allocator's peak on a GPU, the process's peak resident size
+// on the CPU.
+double peak_memory_gib(const std::string& device) {
+  if (device != "cpu") return peak_device_memory_gib(device);
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / (1024.0 * 1024.0);  // KiB -> GiB
 }
 
 }  // namespace
@@ -243,7 +321,20 @@ void write_merged_checkpoint(const fs::path& model_dir, const std::vector<HfTens
   write_full_checkpoint(*model, model_dir, dir, max_shard_bytes);
 }
 
-void run_training(const TrainOptions& opt) {
+TrainOutcome run_training(const TrainOptions& opt) {
+  // SIGTERM/SIGINT from here on finish the current step and write a checkpoint.
+  install_stop_handlers();
+  struct Handlers {
+    ~Handlers() { remove_stop_handlers(); }
+  } restore_handlers;
+  const fs::path checkpoints = opt.checkpoint_dir.empty() ? opt.output / "checkpoints" : opt.checkpoint_dir;
+  const fs::path tb_dir = opt.tensorboard_dir.empty() ? opt.output / "tensorboard" : opt.tensorboard_dir;
+  const fs::path metrics_path = opt.metrics_file.empty() ? opt.output / "metrics.jsonl" : opt.metrics_file;
+  refuse_overwriting_inputs(opt, {{"--checkpoint-dir", checkpoints},
+                                  {"--output", opt.output / "adapter"},
+                                  {"--output", opt.output / "full"},
+                                  {"--tensorboard-dir", tb_dir},
+                                  {"--metrics-file", metrics_path}});
   auto rt = resolve_runtime(opt.device, opt.dtype);
   // Expert and data parallelism (a plain single process when not launched as several).
   auto& par = dist::ParallelContext::init(opt.expert_parallel, rt.device);
@@ -258,12 +349,22 @@ void run_training(const TrainOptions& opt) {
   if (!fs::exists(opt.model / "config.json")) fail("--model {}: no config.json (not a Hugging Face checkpoint directory)", opt.model.string());
   auto sel = ExpertSelection::from_json_file(opt.expert_config);  // validate before the slow parts
   fs::create_directories(opt.output);
+  // One run per output (and checkpoint) directory: rank 0 writes them and holds the locks.
+  std::vector<std::unique_ptr<DirectoryLock>> locks;
+  if (par.is_main()) {
+    locks.push_back(std::make_unique<DirectoryLock>(opt.output, "--output"));
+    if (!path_within(checkpoints, opt.output)) locks.push_back(std::make_unique<DirectoryLock>(checkpoints, "--checkpoint-dir"));
+    // What a killed run left half-written (temporary directories and files) goes now.
+    for (auto& dir : {opt.output, checkpoints, opt.output / ".cache"})
+      for (auto& what : remove_stale_temporaries(dir)) log_info("cleaning up after an interrupted run: " + what);
+  }
 
   DataOptions dopt;
   dopt.model_dir = opt.model;
   dopt.chat_format = opt.chat_format;
   dopt.skip_bad_lines = opt.skip_bad_lines;
-  dopt.cache_dir = opt.output / ".cache";
+  dopt.cache_dir = opt.cache_dir.empty() ? opt.output / ".cache" : opt.cache_dir;
+  dopt.vocab_size = config_vocab_size(opt.model);  // token ids and labels must index the embedding
   PackOptions popt;
   popt.packing = opt.packing;
   popt.max_length = opt.max_length;
@@ -304,31 +405,49 @@ void run_training(const TrainOptions& opt) {
                        "parameters in {} tensors",
                        n_rows, opt.packing, opt.max_length, total, global, global / micro, micro, n_trainable,
                        params.size()));
-  auto position = [&](int64_t step) { return run_position(opt, sched, n_rows, steps_per_epoch, global, micro, step); };
+
+  // Steps whose loss or gradient norm was not finite and that were skipped (never applied).
+  int64_t skipped = 0;
+  auto position = [&](int64_t step) {
+    auto p = run_position(opt, sched, n_rows, steps_per_epoch, global, micro, step);
+    p["optimizer_steps"] = optim.steps();
+    p["skipped_nonfinite_steps"] = skipped;
+    return p;
+  };
 
   int64_t start = 0;
-  if (!opt.resume.empty()) {
-    auto dir = find_resume_dir(opt.resume);
-    // Every rank takes its own part (its experts) out of the one saved state.
-    par.load_train_state(load_safetensors(dir / "train_state.safetensors"), optim, dir.string());
-    start = optim.steps();
-    if (fs::exists(dir / "trainer_state.json")) {
-      auto saved = nlohmann::json::parse(read_file(dir / "trainer_state.json"));
-      ESFT_CHECK(saved.value("step", int64_t(-1)) == start, "{}: trainer_state.json says step {}, the optimizer state {}",
-                 dir.string(), saved.value("step", int64_t(-1)), start);
-      compare_run_position(saved, position(start), dir / "trainer_state.json");
+  if (!opt.resume.empty())
+    if (auto rp = find_resume_point(opt.resume, checkpoints)) {
+      const auto& dir = rp->dir;
+      // Every rank takes its own part (its experts) out of the one saved state.
+      par.load_train_state(rp->tensors, optim, dir.string());
+      start = rp->state["step"].get<int64_t>();
+      skipped = rp->state.value("skipped_nonfinite_steps", int64_t(0));
+      const int64_t applied = rp->state.value("optimizer_steps", start);
+      ESFT_CHECK(applied == optim.steps(), "{}: trainer_state.json says {} optimizer steps, the optimizer state {}",
+                 dir.string(), applied, optim.steps());
+      compare_run_position(rp->state, position(start), dir / "trainer_state.json");
+      ESFT_CHECK(start <= total, "{} is at step {}, past the {} steps of this run", dir.string(), start, total);
+      log_info(fmt::format("resumed from {} at step {} (epoch {}, row {} of the epoch's order)", dir.string(), start,
+                           start / steps_per_epoch, std::min(n_rows, (start % steps_per_epoch) * global)));
     }
-    ESFT_CHECK(start <= total, "{} is at step {}, past the {} steps of this run", dir.string(), start, total);
-    log_info(fmt::format("resumed from {} at step {} (epoch {}, row {} of the epoch's order)", dir.string(), start,
-                         start / steps_per_epoch, std::min(n_rows, (start % steps_per_epoch) * global)));
-  }
 
-  const fs::path metrics_path = opt.output / "metrics.jsonl";
   std::ofstream metrics;  // rank 0 only
+  std::optional<EventWriter> events;
   if (par.is_main()) {
     if (start) truncate_metrics(metrics_path, start);
+    if (metrics_path.has_parent_path()) fs::create_directories(metrics_path.parent_path());
     metrics.open(metrics_path, start ? std::ios::app : std::ios::trunc);
     ESFT_CHECK(metrics.good(), "{}: cannot write", metrics_path.string());
+    events.emplace(tb_dir);
+    if (start) events->session_start(start + 1);  // TensorBoard drops the redone steps' old values
+  }
+  // A stop asked for while loading: nothing new to save. Every rank agrees on stopping (a signal
+  // may reach the ranks at different times), at the same point of every step.
+  auto agreed_stop = [&] { return int(par.max(double(stop_signal()))); };
+  if (int sig = agreed_stop()) {
+    log_warn(fmt::format("stopped by signal {} before step {}: nothing new to save", sig, start + 1));
+    return {sig, start, skipped};
   }
   ProgressBar bar("train", total - start, "step");
   std::vector<size_t> order;
@@ -402,26 +521,75 @@ void run_training(const TrainOptions& opt) {
       line += fmt::format(" | eval_loss {:.4f}", el);
       rec["eval_loss"] = el;
     }
-    if ((step + 1) % std::max<int64_t>(1, opt.log_steps) == 0 || last) {
+    const double mem_gib = peak_memory_gib(rt.device);
+    rec["peak_memory_gib"] = mem_gib;
+    if (!res.finite) {
+      ++skipped;
+      rec["skipped"] = "non-finite loss or gradient norm: the step was not applied";
+      line += " | SKIPPED (non-finite)";
+    }
+    if ((step + 1) % std::max<int64_t>(1, opt.log_steps) == 0 || last || !res.finite) {
       if (stderr_is_tty()) std::fprintf(stderr, "\r\033[K");
       log_info(line);
     }
-    if (par.is_main()) metrics << rec.dump() << "\n" << std::flush;
+    if (par.is_main()) {
+      metrics << rec.dump() << "\n" << std::flush;
+      std::vector<std::pair<std::string, double>> tb = {
+          {"train/loss", loss}, {"train/grad_norm", gnorm}, {"train/learning_rate", lr}, {"train/tokens_per_s", tps},
+          {"train/tflops", rec["tflops"].get<double>()}, {"train/peak_memory_gib", mem_gib}};
+      if (rec.contains("mfu")) tb.push_back({"train/mfu", rec["mfu"].get<double>()});
+      if (rec.contains("eval_loss")) tb.push_back({"eval/loss", rec["eval_loss"].get<double>()});
+      if (!res.finite) tb.push_back({"train/skipped_nonfinite_steps", double(skipped)});
+      events->scalars(step + 1, tb);
+      events->flush();
+    }
+    if (!res.finite && skipped > opt.max_nonfinite_steps) {
+      bar.finish();
+      std::string last_good = "none was written";
+      std::vector<int64_t> steps;
+      if (fs::is_directory(checkpoints))
+        for (auto& e : fs::directory_iterator(checkpoints))
+          if (checkpoint_step(e.path()) >= 0) steps.push_back(checkpoint_step(e.path()));
+      if (!steps.empty())
+        last_good = fmt::format("{} (continue with --resume {})",
+                                (checkpoints / fmt::format("step-{}", *std::max_element(steps.begin(), steps.end()))).string(),
+                                opt.output.string());
+      fail("step {}: the loss ({}) or the gradient norm ({}) is not finite; the step was not applied and the run stops. "
+           "The model's weights, the data or the learning rate produce NaN/Inf. Last good checkpoint: {}. "
+           "--max-nonfinite-steps N skips up to N such steps instead",
+           step + 1, loss, gnorm, last_good);
+    }
+    if (!res.finite)
+      log_warn(fmt::format("step {}: non-finite loss or gradient norm: step skipped ({} of at most {}, "
+                           "--max-nonfinite-steps)", step + 1, skipped, opt.max_nonfinite_steps));
     bar.update(step + 1 - start, fmt::format("loss {:.4f}", loss));
-    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last)
-      save_checkpoint(*model, optim, opt, position(step + 1), par);
+    bool saved = false;
+    if (opt.save_steps > 0 && (step + 1) % opt.save_steps == 0 && !last) {
+      save_checkpoint(*model, optim, opt, checkpoints, position(step + 1), par);
+      saved = true;
+    }
     if (opt.stop_after > 0 && step + 1 == opt.stop_after && !last) {
       bar.finish();
-      if (opt.save_steps <= 0 || (step + 1) % opt.save_steps != 0) save_checkpoint(*model, optim, opt, position(step + 1), par);
+      if (!saved) save_checkpoint(*model, optim, opt, checkpoints, position(step + 1), par);
       log_info(fmt::format("stopping after step {} as asked; continue with --resume {}", step + 1, opt.output.string()));
-      return;
+      return {0, step + 1, skipped};
+    }
+    if (int sig = agreed_stop(); sig && !last) {
+      bar.finish();
+      if (!saved) save_checkpoint(*model, optim, opt, checkpoints, position(step + 1), par);
+      log_warn(fmt::format("stopped by signal {} ({}) after step {}: checkpoint {} written; continue with --resume {} "
+                           "(exit status {})",
+                           sig, strsignal(sig), step + 1, (checkpoints / fmt::format("step-{}", step + 1)).string(),
+                           opt.output.string(), kExitInterrupted));
+      return {sig, step + 1, skipped};
     }
   }
   bar.finish();
   if (double gib = peak_device_memory_gib(rt.device)) log_info(fmt::format("peak GPU memory {:.1f} GiB", gib));
-  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, position(total), par);
+  if (opt.save_steps > 0) save_checkpoint(*model, optim, opt, checkpoints, position(total), par);
+  if (skipped) log_warn(fmt::format("{} step(s) of {} were skipped for a non-finite loss or gradient norm", skipped, total));
   auto adapter = par.gather_adapter(*model);
-  if (!par.is_main()) return;
+  if (!par.is_main()) return {0, total, skipped};
   write_adapter(adapter, opt.expert_config, opt.output / "adapter");
   log_info(fmt::format("wrote the adapter to {}", (opt.output / "adapter").string()));
   if (opt.save_full) {
@@ -429,6 +597,7 @@ void run_training(const TrainOptions& opt) {
     else write_merged_checkpoint(opt.model, adapter, sel, opt.output / "full");  // rank 0 holds only its experts
     log_info(fmt::format("wrote the full checkpoint to {}", (opt.output / "full").string()));
   }
+  return {0, total, skipped};
 }
 
 }  // namespace esft

@@ -373,31 +373,34 @@ TEST(DistSageMaker, TwoHostsOfTwoWorkersRunThePipelineWithoutASharedFileSystem) 
   const std::string port = std::to_string(free_port());
   auto host = [&](int h) {
     auto model_dir = dir / ("host" + std::to_string(h));
-    return "SM_INPUT_CONFIG_DIR=" + (dir / "config").string() + " SM_CHANNEL_MODEL=" + kModel.string() +
-           " SM_CHANNEL_TRAIN=" + (dir / "train").string() + " SM_MODEL_DIR=" + model_dir.string() +
-           " SM_HOSTS='[\"algo-2\", \"algo-1\"]' SM_CURRENT_HOST=algo-" + std::to_string(h + 1) +
+    return "ESFT_SAGEMAKER_ROOT=" + (dir / ("root" + std::to_string(h))).string() + " SM_INPUT_CONFIG_DIR=" +
+           (dir / "config").string() + " SM_CHANNEL_MODEL=" + kModel.string() + " SM_CHANNEL_TRAIN=" +
+           (dir / "train").string() + " SM_MODEL_DIR=" + model_dir.string() + " SM_OUTPUT_DATA_DIR=" +
+           model_dir.string() + "-data SM_HOSTS='[\"algo-2\", \"algo-1\"]' SM_CURRENT_HOST=algo-" + std::to_string(h + 1) +
            " SM_NUM_GPUS=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " ESFT_COLLECTIVE_TIMEOUT_S=120 " +
            test::esft_bin() + " train 2> " + model_dir.string() + ".log; echo $? > " + model_dir.string() + ".rc";
   };
   ASSERT_EQ(test::run("(" + host(0) + ") & " + host(1) + "; wait"), 0);
   auto h0 = dir / "host0", h1 = dir / "host1";
+  const fs::path d0 = h0.string() + "-data", d1 = h1.string() + "-data";
   ASSERT_EQ(read_file(h0.string() + ".rc"), "0\n") << read_file(h0.string() + ".log");
   ASSERT_EQ(read_file(h1.string() + ".rc"), "0\n") << read_file(h1.string() + ".log");
-  // Rank 0's host has every rank's routing logs, the summary, the selection and the outputs.
+  // Rank 0's host has every rank's routing logs, the summary and the selection (under
+  // SM_OUTPUT_DATA_DIR) and the adapter (under SM_MODEL_DIR).
   for (int r = 0; r < 4; ++r)
-    EXPECT_TRUE(fs::exists(h0 / "expert_scores" / ("rank_" + std::to_string(r)) / "expert_weights_1.txt")) << r;
-  EXPECT_TRUE(fs::exists(h0 / "expert_scores/summary.json"));
-  auto sel = nlohmann::json::parse(read_file(h0 / "expert_config.json"));
+    EXPECT_TRUE(fs::exists(d0 / "expert_scores" / ("rank_" + std::to_string(r)) / "expert_weights_1.txt")) << r;
+  EXPECT_TRUE(fs::exists(d0 / "expert_scores/summary.json"));
+  auto sel = nlohmann::json::parse(read_file(d0 / "expert_config.json"));
   size_t n_selected = 0;
   for (auto& [layer, ids] : sel["experts"].items()) n_selected += ids.size();
   EXPECT_GT(n_selected, 0u);
   EXPECT_EQ(load_safetensors(h0 / "adapter/model.safetensors").size(), 3 * n_selected);
-  EXPECT_EQ(test::read_jsonl(h0 / "metrics.jsonl").size(), 2u);
+  EXPECT_EQ(test::read_jsonl(d0 / "metrics.jsonl").size(), 2u);
   // The other host got the selection from rank 0 and wrote nothing else of the outputs.
-  EXPECT_EQ(read_file(h1 / "expert_config.json"), read_file(h0 / "expert_config.json"));
+  EXPECT_EQ(read_file(d1 / "expert_config.json"), read_file(d0 / "expert_config.json"));
   EXPECT_FALSE(fs::exists(h1 / "adapter"));
-  EXPECT_FALSE(fs::exists(h1 / "metrics.jsonl"));
-  EXPECT_FALSE(fs::exists(h1 / "expert_scores/summary.json"));
+  EXPECT_FALSE(fs::exists(d1 / "metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(d1 / "expert_scores/summary.json"));
   EXPECT_NE(read_file(h0.string() + ".log").find("launching 2 worker(s) on node 0 of 2 (world size 4"), std::string::npos)
       << read_file(h0.string() + ".log");
 }

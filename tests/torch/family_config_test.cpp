@@ -1,5 +1,7 @@
-// Bad config.json values of the DeepSeek-V2 / V3 and GLM-4.5 families fail before any weight is
-// read, naming the file and the key.
+// Bad config.json values fail before any weight is read, naming the file and the key: the
+// DeepSeek-V2 / V3 and GLM-4.5 families' own keys, and the keys every family reads (on the bundled
+// tiny Qwen3-MoE: zero or negative sizes, wrong types, out-of-range values, values that used to
+// crash with SIGFPE or were silently taken as the default).
 #include <gtest/gtest.h>
 
 #include "esft/model.h"
@@ -32,6 +34,30 @@ const BadConfig kBad[] = {
     {"deepseek_v3", "base", "/n_group", 3, "n_group 3"},
     {"glm4_moe", "base", "/rope_parameters/partial_rotary_factor", 1.5, "partial_rotary_factor"},
     {"glm4_moe", "base", "/n_routed_experts", nullptr, "\"n_routed_experts\" is missing"},
+    {"glm4_moe", "base", "/rope_parameters/rope_theta", "1e4", "\"rope_parameters.rope_theta\" must be a finite number"},
+    {"bundled", "qwen3", "/num_key_value_heads", 0, "\"num_key_value_heads\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/num_key_value_heads", 3, "must be a multiple of num_key_value_heads (3)"},
+    {"bundled", "qwen3", "/decoder_sparse_step", 0, "\"decoder_sparse_step\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/rope_theta", nlohmann::json::array({0}), "\"rope_theta\" must be a finite number, not [0]"},
+    {"bundled", "qwen3", "/rope_parameters/rope_theta", 0.5, "rope_theta must be > 1, not 0.5"},
+    {"bundled", "qwen3", "/rope_parameters/rope_type", 3, "\"rope_parameters.rope_type\" must be a string"},
+    {"bundled", "qwen3", "/rms_norm_eps", 2, "\"rms_norm_eps\" is 2, expected a value in"},
+    {"bundled", "qwen3", "/mlp_only_layers", nlohmann::json::array({0.5}), "\"mlp_only_layers\" must be an integer, not 0.5"},
+    {"bundled", "qwen3", "/mlp_only_layers", nlohmann::json::array({-1}), "\"mlp_only_layers\" is -1"},
+    {"bundled", "qwen3", "/hidden_size", -64, "\"hidden_size\" is -64, it must be at least 1"},
+    {"bundled", "qwen3", "/hidden_size", 64.5, "\"hidden_size\" must be an integer, not 64.5"},
+    {"bundled", "qwen3", "/vocab_size", "384", "\"vocab_size\" must be an integer, not \"384\""},
+    {"bundled", "qwen3", "/vocab_size", nullptr, "\"vocab_size\" is missing"},
+    {"bundled", "qwen3", "/num_hidden_layers", 0, "\"num_hidden_layers\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/num_attention_heads", 0, "\"num_attention_heads\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/head_dim", 0, "\"head_dim\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/moe_intermediate_size", 0, "\"moe_intermediate_size\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/num_experts_per_tok", 0, "\"num_experts_per_tok\" is 0, it must be at least 1"},
+    {"bundled", "qwen3", "/norm_topk_prob", "yes", "\"norm_topk_prob\" must be true or false"},
+    {"bundled", "qwen3", "/pad_token_id", 384, "\"pad_token_id\" 384 is outside the vocabulary"},
+    {"bundled", "qwen3", "/tie_word_embeddings", 1, "\"tie_word_embeddings\" must be true or false"},
+    {"bundled", "qwen3", "/hidden_act", "gelu", "hidden_act \"gelu\" is not supported"},
+    {"bundled", "qwen3", "/num_key_value_heads", 18446744073709551615ull, "\"num_key_value_heads\" is too large"},
 };
 
 class FamilyConfig : public ::testing::TestWithParam<BadConfig> {};
@@ -43,7 +69,10 @@ TEST_P(FamilyConfig, FailsNamingFileAndKey) {
   auto& dir = made[c.family + "/" + c.config];
   if (dir.empty()) {
     dir = test::temp_dir("bad-config-" + c.family + "-" + c.config);
-    test::run_python("tiny_models.py", "--family " + c.family + " --config " + c.config + " --out " + dir.string());
+    if (c.family == "bundled")
+      fs::copy(test::source_dir() / "tests/data/tiny-qwen3-moe", dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    else
+      test::run_python("tiny_models.py", "--family " + c.family + " --config " + c.config + " --out " + dir.string());
   }
   const auto original = read_file(dir / "config.json");
   auto cfg = nlohmann::json::parse(original);

@@ -62,7 +62,9 @@ LaunchPlan plan_launch(int nproc_per_node, const Env& env);
 // Starts plan.nproc workers running `/proc/self/exe args...` with the RANK/... variables set
 // (ESFT_LAUNCHER=esft), forwards SIGINT/SIGTERM to them, and returns when all have ended: 0 when
 // all succeeded, else the first failing worker's exit status, after stopping the others
-// (SIGTERM, then SIGKILL after a grace period). Workers die with the launcher (PR_SET_PDEATHSIG).
+// (SIGTERM, then SIGKILL after a grace period). Workers that stopped cleanly on a forwarded signal
+// (exit kExitInterrupted, a checkpoint written) are given the time they need, and their status is
+// returned. Workers die with the launcher (PR_SET_PDEATHSIG).
 int spawn_workers(const LaunchPlan& plan, const std::vector<std::string>& args);
 
 // For subcommands: handles --nproc-per-node. Returns the exit status when this process was the

@@ -16,9 +16,11 @@ enum class RopeStyle {
 };
 
 // A rope setting as the config states it, looked up in rope_parameters (v5), rope_scaling (v4)
-// and then the top level: rope_theta, partial_rotary_factor, factor, ...
-double rope_setting(const nlohmann::json& config, const std::string& key, double dflt);
-std::string rope_type(const nlohmann::json& config);
+// and then the top level: rope_theta, partial_rotary_factor, factor, ... A value that is present
+// but not a finite number fails, naming `where` (the config file) and the key.
+double rope_setting(const nlohmann::json& config, const std::string& key, double dflt,
+                    const std::string& where = "config.json");
+std::string rope_type(const nlohmann::json& config, const std::string& where = "config.json");
 // YaRN's magnitude correction: 0.1 * mscale * ln(scale) + 1, or 1 for scale <= 1.
 double yarn_get_mscale(double scale, double mscale = 1.0);
 

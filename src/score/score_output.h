@@ -1,0 +1,17 @@
+// The output directory of esft score, made safe before a run writes it.
+#pragma once
+#include <memory>
+
+#include "esft/run_control.h"
+#include "esft/score.h"
+
+namespace esft {
+
+// Refuses an output that holds the model or is the data file; on the main process locks the
+// directory (one run at a time), removes what a killed run left half-written, and removes the
+// previous summary.json / score_config.json, so that a run that fails leaves no summary that
+// looks complete (the routing logs themselves are only renamed into place when complete).
+// Returns the lock, held until the run ends (null on other ranks).
+std::unique_ptr<DirectoryLock> prepare_score_output(const ScoreOptions& opt, bool main_process);
+
+}  // namespace esft
