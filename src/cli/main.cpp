@@ -9,6 +9,7 @@
 #include "esft/cli.h"
 #include "esft/dist/parallel.h"
 #include "esft/error.h"
+#include "esft/run_control.h"
 
 #include <c10/util/Exception.h>
 
@@ -73,9 +74,11 @@ int main(int argc, char** argv) {
     try {
       int rc = argc == 2 && c.name == "train" && esft::cli::sagemaker_mode() ? esft::cli::sagemaker_train()
                                                                              : c.fn(argc - 1, argv + 1);
-      if (rc != 0 && ParallelContext::get() && ParallelContext::get()->launched())
+      // kExitInterrupted: every rank stopped at the same step on a signal, after a checkpoint.
+      const bool clean = rc == 0 || rc == esft::kExitInterrupted;
+      if (!clean && ParallelContext::get() && ParallelContext::get()->launched())
         return failed(fmt::format("esft {} ended with exit status {}", c.name, rc), rc);
-      ParallelContext::end_job(rc == 0);
+      ParallelContext::end_job(clean);
       return rc;
     } catch (const c10::OutOfMemoryError& e) {
       return failed(fmt::format("out of GPU memory: {}; {}", first_sentences(e.what_without_backtrace()), memory_hint(c.name)), 1);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -155,12 +156,19 @@ TaskData load_task(const ReportTask& t, const std::string& score_function, doubl
   const std::string key = score_function + "_scores";
   if (!summary.is_object() || !summary.contains(key) || !summary[key].is_object())
     fail("{}: no \"{}\" (not an esft score output?)", (t.scores / "summary.json").string(), key);
+  auto index = [&](const std::string& k) {
+    int v = -1;
+    auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), v);
+    if (ec != std::errc() || end != k.data() + k.size() || v < 0 || v > (1 << 20))
+      fail("{}: {} key \"{}\" is not a layer or expert number", t.scores.string(), key, k);
+    return v;
+  };
   for (auto& [layer, per] : summary[key].items()) {
-    auto& v = d.scores[std::stoi(layer)];
+    auto& v = d.scores[index(layer)];
     if (!per.is_object()) fail("{}: {}[{}] is not an object", t.scores.string(), key, layer);
     for (auto& [e, s] : per.items()) {
-      const int id = std::stoi(e);
-      if (id < 0 || id > (1 << 20) || !s.is_number()) fail("{}: {}[{}][{}] is not a score", t.scores.string(), key, layer, e);
+      const int id = index(e);
+      if (!s.is_number()) fail("{}: {}[{}][{}] is not a score", t.scores.string(), key, layer, e);
       if (int(v.size()) <= id) v.resize(id + 1, 0.0);
       v[id] = s.get<double>();
     }
@@ -293,7 +301,7 @@ std::string run_section(const fs::path& run) {
   if (!in) fail("--run {}: cannot open {}", run.string(), file.string());
   Series loss{"train loss", viridis(0.25), {}}, eval{"eval loss", "#e4572e", {}, true};
   int lineno = 0;
-  int64_t skipped = 0;
+  int64_t skipped = 0, steps = 0;
   for (std::string line; std::getline(in, line);) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -301,6 +309,7 @@ std::string run_section(const fs::path& run) {
     if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number())
       fail("{}:{}: not a metrics record", file.string(), lineno);
     const double step = j["step"].get<double>();
+    ++steps;
     if (j.contains("skipped")) ++skipped;
     if (j.contains("loss") && j["loss"].is_number()) loss.points.push_back({step, j["loss"].get<double>()});
     if (j.contains("eval_loss") && j["eval_loss"].is_number()) eval.points.push_back({step, j["eval_loss"].get<double>()});
@@ -308,7 +317,7 @@ std::string run_section(const fs::path& run) {
   std::vector<Series> series = {loss};
   if (!eval.points.empty()) series.push_back(eval);
   std::string s = fmt::format("<h3>{}</h3>", esc(file.string()));
-  s += fmt::format("<p class=note>{} steps{}{}</p>", loss.points.size(),
+  s += fmt::format("<p class=note>{} steps{}{}</p>", steps,
                    eval.points.empty() ? "" : fmt::format(", {} evaluations", eval.points.size()),
                    skipped ? fmt::format(", {} skipped for a non-finite loss", skipped) : "");
   s += line_chart(series, "step", "loss");
@@ -329,7 +338,7 @@ std::string overlap_section(const std::vector<TaskData>& tasks) {
   std::vector<std::set<std::pair<int, int>>> sets;
   for (auto& t : tasks) sets.push_back(pairs(t));
   const size_t n = tasks.size();
-  const int cell = 74, L = 150, T = 110;
+  const int cell = 74, L = 150, T = 76;
   const int W = L + cell * int(n) + 10, H = T + cell * int(n) + 10;
   std::string s = fmt::format("<svg class=chart width={} height={} viewBox='0 0 {} {}'>", W, H, W, H);
   for (size_t i = 0; i < n; ++i) {
@@ -386,6 +395,8 @@ std::string make_report(const ReportOptions& opt) {
                    esc(opt.title), opt.score_function,
                    opt.score_function == "token" ? "the share of routed (token, slot) pairs that go to the expert"
                                                  : "the mean gate weight the expert gets per token");
+  // Several tasks: the overview first.
+  if (tasks.size() > 1) h += "<h2>Overlap of the selected experts between tasks</h2>" + overlap_section(tasks);
   for (auto& d : tasks) {
     int E = 0;
     for (auto& [l, v] : d.scores) E = std::max(E, int(v.size()));
@@ -399,7 +410,6 @@ std::string make_report(const ReportOptions& opt) {
     h += "<h3>Cumulative score against top_p</h3>" + cumulative_chart(d);
     h += "<h3>Selected experts per layer</h3>" + selected_table(d);
   }
-  if (tasks.size() > 1) h += "<h2>Overlap of the selected experts between tasks</h2>" + overlap_section(tasks);
   if (!opt.runs.empty()) {
     h += "<h2>Training</h2>";
     for (auto& r : opt.runs) h += run_section(r);

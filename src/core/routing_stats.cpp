@@ -285,11 +285,21 @@ ExpertSelection select_experts(const nlohmann::json& summary, const SelectOption
   auto key = opt.score_function + "_scores";
   if (!summary.contains(key) || !summary[key].is_object()) fail("summary has no \"{}\"", key);
   ExpertSelection sel;
+  // Layer and expert keys are decimal integers ("12"), as esft score and the reference write them.
+  auto index = [&](const std::string& k, const std::string& what) {
+    int v = -1;
+    auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), v);
+    if (ec != std::errc() || end != k.data() + k.size() || v < 0 || v >= (1 << 20))
+      fail("summary {}: key \"{}\" is not a {} number", key, k, what);
+    return v;
+  };
   for (auto& [layer, scores] : summary[key].items()) {
+    if (!scores.is_object()) fail("summary {}[{}] is not an object of expert scores", key, layer);
+    const int layer_id = index(layer, "layer");
     std::vector<std::pair<int, double>> s;
     for (auto& [e, v] : scores.items()) {
       if (!v.is_number()) fail("summary {}[{}][{}] is not a number", key, layer, e);
-      s.push_back({std::stoi(e), v.get<double>()});
+      s.push_back({index(e, "expert"), v.get<double>()});
     }
     // Reference: dict order (ascending ids), Python's stable sort by score descending.
     std::sort(s.begin(), s.end(), [](auto& a, auto& b) { return a.first < b.first; });
@@ -301,7 +311,7 @@ ExpertSelection select_experts(const nlohmann::json& summary, const SelectOption
       chosen.push_back(e);
       cum += v;
     }
-    sel.experts[std::stoi(layer)] = chosen;
+    sel.experts[layer_id] = chosen;
   }
   sel.shared_experts = opt.train_shared_experts;
   sel.non_expert_modules = opt.train_non_expert_modules;
@@ -351,7 +361,22 @@ std::string dump_json(const nlohmann::json& j) {
   // Python json.dumps layout (", " and ": " separators, one line). Layer keys sorted as strings
   // (the reference iterates files in that order); expert keys inside a layer numerically.
   std::string out;
-  if (j.contains("token_scores") || j.contains("gate_scores")) {
+  // The summary layout applies to {name: {layer: {expert: number}}} only; anything else (a
+  // hand-edited summary.json) is written in the generic layout.
+  auto summary_shaped = [&] {
+    if (!j.is_object()) return false;
+    for (auto name : {"token_scores", "gate_scores"}) {
+      if (!j.contains(name)) continue;
+      if (!j[name].is_object()) return false;
+      for (auto& layer : j[name])
+        if (!layer.is_object()) return false;
+        else
+          for (auto& v : layer)
+            if (!v.is_number()) return false;
+    }
+    return true;
+  };
+  if ((j.contains("token_scores") || j.contains("gate_scores")) && summary_shaped()) {
     out += "{";
     bool first = true;
     for (auto name : {"token_scores", "gate_scores"}) {

@@ -76,7 +76,8 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : map_(path) {
       }
       continue;
     }
-    auto bad = [&](const std::string& why) { fail("{}: tensor {}: {}", p, name, why); };
+    const std::string& tensor = name;  // (clang 14 cannot capture a structured binding)
+    auto bad = [&](const std::string& why) { fail("{}: tensor {}: {}", p, tensor, why); };
     if (!v.is_object()) bad("entry is not an object");
     TensorInfo t;
     t.name = name;

@@ -3,6 +3,8 @@
 #include "esft/error.h"
 #include "esft/log.h"
 
+#include <regex>
+
 namespace esft {
 
 std::unique_ptr<DirectoryLock> prepare_score_output(const ScoreOptions& opt, bool main_process) {
@@ -19,7 +21,13 @@ std::unique_ptr<DirectoryLock> prepare_score_output(const ScoreOptions& opt, boo
     if (e.is_directory() && e.path().filename().string().rfind("rank_", 0) == 0) dirs.push_back(e.path());
   for (auto& d : dirs)
     for (auto& what : remove_stale_temporaries(d)) log_info("cleaning up after an interrupted run: " + what);
+  // This run's results replace the previous ones as a whole: none of those may outlive a failure.
   for (auto name : {"summary.json", "score_config.json"}) fs::remove(opt.output / name);
+  static const std::regex log_re(R"(expert_weights_\d+\.txt)");
+  for (auto& d : dirs)
+    if (d != opt.output / ".cache")
+      for (auto& e : fs::directory_iterator(d))
+        if (e.is_regular_file() && std::regex_match(e.path().filename().string(), log_re)) fs::remove(e.path());
   return lock;
 }
 

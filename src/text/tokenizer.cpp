@@ -80,24 +80,46 @@ void read_config(Tokenizer& tok, const fs::path& dir) {
   }
 }
 
+// Runs f; a JSON type or lookup error (or another library's exception) deep inside the readers
+// becomes an error naming the file, like every other bad input.
+template <class F>
+auto naming_file(const fs::path& file, F&& f) {
+  try {
+    return f();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("{}: not a valid tokenizer file: {}", file.string(), e.what());
+  }
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_file(const fs::path& file) {
+  if (file.extension() == ".json") return naming_file(file, [&] { return text::load_hf_tokenizer(file); });
+  if (file.extension() == ".model") return naming_file(file, [&] { return text::load_spm_tokenizer(file); });
+  fail("{}: unknown tokenizer file type (expected tokenizer.json or a SentencePiece tokenizer.model)", file.string());
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> Tokenizer::from_file(const fs::path& file) {
   if (!fs::is_regular_file(file)) fail("tokenizer file {} does not exist", file.string());
-  if (file.extension() == ".json") return text::load_hf_tokenizer(file);
-  if (file.extension() == ".model") return text::load_spm_tokenizer(file);
-  fail("{}: unknown tokenizer file type (expected tokenizer.json or a SentencePiece tokenizer.model)", file.string());
+  return load_tokenizer_file(file);
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::from_model_dir(const fs::path& dir) {
   std::unique_ptr<Tokenizer> tok;
   if (fs::exists(dir / "tokenizer.json"))
-    tok = text::load_hf_tokenizer(dir / "tokenizer.json");
+    tok = load_tokenizer_file(dir / "tokenizer.json");
   else if (fs::exists(dir / "tokenizer.model"))
-    tok = text::load_spm_tokenizer(dir / "tokenizer.model");
+    tok = load_tokenizer_file(dir / "tokenizer.model");
   else
     fail("{}: no tokenizer.json or tokenizer.model", dir.string());
-  read_config(*tok, dir);
+  naming_file(dir / "tokenizer_config.json", [&] {
+    read_config(*tok, dir);
+    return 0;
+  });
   return tok;
 }
 

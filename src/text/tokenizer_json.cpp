@@ -318,6 +318,10 @@ nlohmann::json read_tokenizer_json(const fs::path& file, const TokenizerJsonCall
   const char* begin = reinterpret_cast<const char*>(map.data());
   const char* end = begin + map.size();
   if (end - begin >= 3 && std::memcmp(begin, "\xEF\xBB\xBF", 3) == 0) begin += 3;  // UTF-8 BOM
+  // JSON text is UTF-8 (HF's serde_json refuses anything else); the fast scanner below does not
+  // look inside strings, so check the whole file once.
+  if (size_t bad = find_invalid_utf8(std::string_view(begin, end - begin)); bad != std::string_view::npos)
+    fail("{}: invalid UTF-8 at line {} (byte {})", file.string(), 1 + std::count(begin, begin + bad, '\n'), bad);
   Scanner s(begin, end, file);
   return s.document(cb);
 }

@@ -30,7 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {
     esft::nn::ConfigReader r(j, "config.json");
-    for (auto& [key, v] : j.items()) {
+    for (auto& item : j.items()) {
+      const std::string key = item.key();
       auto attempt = [&](auto&& read) {
         try {
           read();
