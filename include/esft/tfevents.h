@@ -5,7 +5,7 @@
 // with mask(crc) = ((crc >> 15) | (crc << 17)) + 0xa282ead8. Each data is a serialized
 // tensorflow.Event: wall_time (field 1, double), step (2, int64), and either file_version
 // (3, "brain.Event:2", the first record) or summary (5): Summary.value (1) = {tag (1, string),
-// simple_value (2, float)}, or session_log (6). Records are flushed one step at a time, so a killed run leaves a
+// simple_value (2, float)}, or session_log (7). Records are flushed one step at a time, so a killed run leaves a
 // readable file.
 #pragma once
 #include <cstdint>
@@ -32,7 +32,7 @@ class EventWriter {
   // One Event holding these scalars at `step`; non-finite values are written as they are
   // (TensorBoard shows NaN / Inf).
   void scalars(int64_t step, const std::vector<std::pair<std::string, double>>& values);
-  // A SessionLog START at `step` (Event.session_log, field 6, status START = 1): TensorBoard then
+  // A SessionLog START at `step` (Event.session_log, field 7, status START = 1): TensorBoard then
   // drops what earlier files hold from that step on, so a resumed run that redoes steps shows
   // each step once.
   void session_start(int64_t step);

@@ -3,6 +3,8 @@
 
 #include <cxxopts.hpp>
 
+#include <limits>
+
 #include "esft/bench.h"
 #include "esft/cli.h"
 #include "esft/error.h"
@@ -59,8 +61,10 @@ int cmd_bench(int argc, char** argv) {
   b.peak_tflops = a["peak-tflops"].as<double>();
   b.seed = a["seed"].as<uint64_t>();
   b.profile = a["profile"].as<std::string>();
-  ESFT_CHECK(b.layers >= 0 && b.vocab >= 0 && b.score_tokens >= 0 && b.experts_per_layer >= 0,
-             "--layers, --vocab, --score-tokens and --experts-per-layer must be >= 0");
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  for (auto f : {"layers", "vocab", "score-tokens", "experts-per-layer", "warmup"}) cli::flag_int(a, f, 0, big);
+  for (auto f : {"seq", "batch", "steps"}) cli::flag_int(a, f, 1, big);
+  cli::flag_number(a, "peak-tflops", 0, std::numeric_limits<double>::infinity());
   run_bench(b);
   return 0;
 }

@@ -133,7 +133,7 @@ void EventWriter::session_start(int64_t step) {
   put_tag(log, 1, 0);  // SessionLog.status = START
   put_varint(log, 1);
   std::string e = event_header(now_s(), step);
-  put_bytes(e, 6, log);
+  put_bytes(e, 7, log);  // Event.session_log
   record(e);
 }
 
