@@ -44,11 +44,11 @@ at::Tensor sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   return at::matmul(probs, vv);
 }
 
-// Flash attention over variable-length documents: q/k/v [B,N,S,D] -> [B,S,N*Dv].
+// Flash attention over variable-length documents: q/k/v [B,S,N,D] -> [B,S,N*Dv].
 at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
                             double scale) {
-  const int64_t B = q.size(0), N = q.size(1), S = q.size(2);
-  auto flat = [&](const at::Tensor& x) { return x.transpose(1, 2).reshape({B * S, x.size(1), x.size(3)}); };
+  const int64_t B = q.size(0), S = q.size(1), N = q.size(2);
+  auto flat = [&](const at::Tensor& x) { return x.reshape({B * S, x.size(2), x.size(3)}); };
   std::optional<int64_t> left, right;
   if (l.window > 0) left = l.window - 1, right = 0;
   // The kernel wants one head size: narrower values (MLA: v 128 against q/k 192) are zero-padded.
@@ -68,14 +68,14 @@ at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 // that document alone computes (the CPU path; the flash kernel does this in one launch).
 at::Tensor per_document_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
                                   double scale, const at::Tensor& sinks) {
-  const int64_t B = q.size(0), S = q.size(2);
-  auto flat = [&](const at::Tensor& x) { return x.transpose(0, 1).reshape({x.size(1), B * S, x.size(3)}); };  // [N,B*S,D]
+  const int64_t B = q.size(0), S = q.size(1);
+  auto flat = [&](const at::Tensor& x) { return x.reshape({B * S, x.size(2), x.size(3)}); };  // [B*S,N,D]
   auto qf = flat(q), kf = flat(k), vf = flat(v);
   auto cu = l.cu_seqlens.to(at::kCPU, at::kLong);
   std::vector<at::Tensor> parts;
   for (int64_t d = 0; d + 1 < cu.size(0); ++d) {
     const int64_t b = cu[d].item<int64_t>(), n = cu[d + 1].item<int64_t>() - b;
-    auto piece = [&](const at::Tensor& x) { return x.narrow(1, b, n).unsqueeze(0); };
+    auto piece = [&](const at::Tensor& x) { return x.narrow(0, b, n).unsqueeze(0); };
     auto mask = l.window > 0 && l.window < n ? attention_mask({}, n, l.window, q.device()) : at::Tensor();
     parts.push_back(attention_1(piece(qf), piece(kf), piece(vf), mask, scale, sinks).squeeze(0));  // [n, N*Dv]
   }
@@ -88,15 +88,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      double scale, const at::Tensor& sinks) {
   if (layout.cu_seqlens.defined()) {
     const bool flash = q.is_cuda() && !sinks.defined() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) &&
-                       q.size(3) % 8 == 0 && q.size(3) <= 256 && v.size(3) <= q.size(3);
+                       q.size(3) % 8 == 0 && q.size(3) <= 256 && v.size(3) <= q.size(3);  // [B,S,N,D]
     return flash ? varlen_attention(q, k, v, layout, scale) : per_document_attention(q, k, v, layout, scale, sinks);
   }
   return attention_1(q, k, v, layout.mask, scale, sinks);
 }
 
 namespace {
-at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
-                       const at::Tensor& sinks) {
+at::Tensor attention_1(const at::Tensor& q_bsnd, const at::Tensor& k_bsnd, const at::Tensor& v_bsnd, const at::Tensor& mask,
+                       double scale, const at::Tensor& sinks) {
+  auto q = q_bsnd.transpose(1, 2), k = k_bsnd.transpose(1, 2), v = v_bsnd.transpose(1, 2);  // [B,N,S,D]
   at::Tensor out;
   if (sinks.defined()) {
     out = sink_attention(q, k, v, mask, scale, sinks);
@@ -144,9 +145,9 @@ at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const Par
     q = rms_norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
     k = rms_norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
   }
-  q = apply_rope(q.transpose(1, 2), cos, sin, s.rope_style);
-  k = apply_rope(k.transpose(1, 2), cos, sin, s.rope_style);
-  v = v.view({B, S, -1, D}).transpose(1, 2);
+  q = apply_rope(q, cos, sin, s.rope_style);
+  k = apply_rope(k, cos, sin, s.rope_style);
+  v = v.view({B, S, -1, D});
   auto o = attention(q, k, v, layout, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
                      s.sinks ? w.get(p + "sinks") : at::Tensor());
   return nn::linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));

@@ -82,7 +82,7 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     auto rot = apply_rope(x.narrow(-1, 0, r), cos, sin, style);
     return at::cat({rot, x.narrow(-1, r, d - r)}, -1);
   }
-  auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // [B,1,S,D] over heads
+  auto c = cos.unsqueeze(2), s = sin.unsqueeze(2);  // [B,S,1,D] over heads
   if (style == RopeStyle::Complex) {
     // (x0 + i x1) * (cos + i sin) per adjacent pair, in fp32, back to pair order and x's dtype.
     auto pairs = x.to(at::kFloat).unflatten(-1, {d / 2, 2});
