@@ -1,5 +1,7 @@
 #include "esft/nn/attention.h"
 
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <cmath>
 
 #include "esft/error.h"
@@ -26,6 +28,26 @@ at::Tensor attention_mask(const at::Tensor& doc_ids, int64_t S, int64_t window, 
   return mask;
 }
 
+VarlenLayout varlen_layout(const at::Tensor& doc_ids, int64_t B, int64_t S, int64_t window, const at::Device& device) {
+  VarlenLayout v;
+  v.window = window;
+  auto i32 = at::TensorOptions().dtype(at::kInt).device(device);
+  if (!doc_ids.defined()) {
+    v.cu_seqlens = at::arange(0, B * S + 1, S, i32);
+    v.max_len = S;
+    return v;
+  }
+  // A segment starts at each row start, where the document changes, and at every padding token.
+  auto d = doc_ids.to(device);
+  auto starts = at::ones_like(d, d.options().dtype(at::kBool));
+  if (S > 1) starts.narrow(1, 1, S - 1).copy_(d.narrow(1, 1, S - 1).ne(d.narrow(1, 0, S - 1)) | d.narrow(1, 1, S - 1).lt(0));
+  auto first = at::nonzero(starts.reshape({-1})).reshape({-1});
+  auto cu = at::cat({first, at::full({1}, B * S, first.options())}).to(at::kInt);
+  v.cu_seqlens = cu;
+  v.max_len = (cu.narrow(0, 1, cu.size(0) - 1) - cu.narrow(0, 0, cu.size(0) - 1)).max().item<int64_t>();
+  return v;
+}
+
 namespace {
 
 // Attention with a learned sink logit per head: softmax over [scores, sink] in the scores' dtype
@@ -44,13 +66,104 @@ at::Tensor sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   return at::matmul(probs, vv);
 }
 
+// The fused path. A kernel that returns the log-sum-exp lse0_i = log sum_j exp(s_ij) gives the
+// sink softmax directly: with lse_i = logaddexp(lse0_i, sink), P_ij = exp(s_ij - lse_i) and
+// out_i = out0_i * exp(lse0_i - lse_i). The gradient is exact too: for a softmax over [s_i, sink]
+// whose sink column has no value (dP = 0 there), dL/ds_ij = P_ij (dP_ij - D_i) with
+// D_i = sum_k P_ik dP_ik = <dout_i, out_i>, which is precisely what the kernel's own backward
+// computes when it is handed the final out and lse (it recomputes P from lse, D from out), and
+// dL/dsink = sum_i P_i,sink (0 - D_i) = -sum_i exp(sink - lse_i) <dout_i, out_i>.
+// Layouts: CUDA (flash varlen) q/k/v [T, N(kv), D], lse [N, T]; CPU q/k/v [B, N, S, D], lse [B, N, S].
+class SinkAttention : public torch::autograd::Function<SinkAttention> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& sinks, const at::Tensor& cu_seqlens_or_mask,
+                            int64_t max_len, int64_t window, double scale) {
+    const bool cuda = q.is_cuda();
+    at::Tensor out0, lse0, rng, unused;
+    if (cuda) {
+      std::tie(out0, lse0, rng, unused, std::ignore) = at::_flash_attention_forward(
+          q, k, v, cu_seqlens_or_mask, cu_seqlens_or_mask, max_len, max_len, 0.0, /*is_causal=*/true,
+          /*return_debug_mask=*/false, scale, left(window), right(window));
+      ESFT_CHECK(lse0.dim() == 2 && lse0.size(0) == q.size(1) && lse0.size(1) == q.size(0),
+                 "flash attention returned a log-sum-exp of shape {}, expected [{}, {}]", lse0.sizes(), q.size(1), q.size(0));
+    } else {
+      std::tie(out0, lse0) = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, false, cu_seqlens_or_mask, scale);
+    }
+    auto lse = at::logaddexp(lse0, sink_like(sinks, cuda));
+    auto out = out0 * to_out(at::exp(lse0 - lse), cuda).to(out0.scalar_type());
+    ctx->save_for_backward({q, k, v, out, lse, sinks, cu_seqlens_or_mask, rng, unused});
+    ctx->saved_data["max_len"] = max_len;
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &q = s[0], &k = s[1], &v = s[2], &out = s[3], &lse = s[4], &sinks = s[5], &aux = s[6];
+    const int64_t max_len = ctx->saved_data["max_len"].toInt(), window = ctx->saved_data["window"].toInt();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const bool cuda = q.is_cuda();
+    auto g = grads[0].contiguous();
+    at::Tensor dq, dk, dv;
+    if (cuda)
+      std::tie(dq, dk, dv) = at::_flash_attention_backward(g, q, k, v, out, lse, aux, aux, max_len, max_len, 0.0, true, s[7],
+                                                           s[8], scale, left(window), right(window));
+    else
+      std::tie(dq, dk, dv) = at::_scaled_dot_product_flash_attention_for_cpu_backward(g, q, k, v, out, lse, 0.0, false, aux, scale);
+    auto d = (g.to(at::kFloat) * out.to(at::kFloat)).sum(-1);  // <dout_i, out_i>: CUDA [T, N], CPU [B, N, S]
+    if (cuda) d = d.t();
+    auto p_sink_d = at::exp(sink_like(sinks, cuda) - lse) * d;
+    auto dsink = -(cuda ? p_sink_d.sum(1) : p_sink_d.sum(std::vector<int64_t>{0, 2}));
+    return {dq, dk, dv, dsink.to(sinks.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+
+ private:
+  static std::optional<int64_t> left(int64_t window) { return window > 0 ? std::optional<int64_t>(window - 1) : std::nullopt; }
+  static std::optional<int64_t> right(int64_t window) { return window > 0 ? std::optional<int64_t>(0) : std::nullopt; }
+  // The sinks broadcast against lse ([N, T] on CUDA, [B, N, S] on the CPU), fp32.
+  static at::Tensor sink_like(const at::Tensor& sinks, bool cuda) {
+    auto s = sinks.to(at::kFloat);
+    return cuda ? s.view({-1, 1}) : s.view({1, -1, 1});
+  }
+  // A per-(token, head) factor in lse's layout -> broadcast against out.
+  static at::Tensor to_out(const at::Tensor& f, bool cuda) { return cuda ? f.t().unsqueeze(-1) : f.unsqueeze(-1); }
+};
+
+bool fusable_on_cuda(const at::Tensor& q) {
+  const auto t = q.scalar_type();
+  return q.is_cuda() && (t == at::kBFloat16 || t == at::kHalf) && q.size(-1) % 8 == 0 && q.size(-1) <= 256;
+}
+
 }  // namespace
 
+at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                                const VarlenLayout& varlen, double scale, const at::Tensor& sinks) {
+  const int64_t B = q.size(0), N = q.size(1), S = q.size(2), D = q.size(3), Nkv = k.size(1), Dv = v.size(3);
+  if (q.is_cuda()) {
+    ESFT_CHECK(fusable_on_cuda(q), "fused sink attention on CUDA needs bf16 or fp16 and a head dim that is a multiple of "
+               "8 up to 256 (got {}, {})", at::toString(q.scalar_type()), D);
+    auto flat = [&](const at::Tensor& x, int64_t heads, int64_t d) { return x.transpose(1, 2).reshape({B * S, heads, d}); };
+    auto o = SinkAttention::apply(flat(q, N, D), flat(k, Nkv, D), flat(v, Nkv, Dv), sinks, varlen.cu_seqlens,
+                                  varlen.max_len, varlen.window, scale);
+    return o.view({B, S, N, Dv}).transpose(1, 2);
+  }
+  const int64_t rep = N / Nkv;
+  auto kk = rep > 1 ? k.repeat_interleave(rep, 1) : k, vv = rep > 1 ? v.repeat_interleave(rep, 1) : v;
+  auto m = mask.defined() ? mask : at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(q.device())).tril();
+  auto bias = at::zeros(m.sizes(), q.options()).masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
+  if (bias.dim() == 2) bias = bias.view({1, 1, S, S});
+  return SinkAttention::apply(q.contiguous(), kk.contiguous(), vv.contiguous(), sinks, bias, S, varlen.window, scale);
+}
+
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
-                     const at::Tensor& sinks) {
+                     const at::Tensor& sinks, const VarlenLayout* varlen) {
   at::Tensor out;
   if (sinks.defined()) {
-    out = sink_attention(q, k, v, mask, scale, sinks);
+    out = varlen && fusable_on_cuda(q) ? fused_sink_attention(q, k, v, mask, *varlen, scale, sinks)
+                                       : sink_attention(q, k, v, mask, scale, sinks);
   } else {
     std::optional<at::Tensor> m;
     if (mask.defined()) m = mask;
@@ -78,7 +191,8 @@ void load_attention_weights(const AttentionSpec& s, const std::string& p, Weight
 }
 
 at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const ParamStore& w, const at::Tensor& x,
-                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask) {
+                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
+                         const VarlenLayout* varlen) {
   const int64_t B = x.size(0), S = x.size(1), D = s.head_dim;
   auto q = linear(x, w.get(p + "q_proj.weight"), w.get_opt(p + "q_proj.bias"));
   auto k = linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
@@ -98,7 +212,7 @@ at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const Par
   k = apply_rope(k.transpose(1, 2), cos, sin, s.rope_style);
   v = v.view({B, S, -1, D}).transpose(1, 2);
   auto o = attention(q, k, v, mask, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
-                     s.sinks ? w.get(p + "sinks") : at::Tensor());
+                     s.sinks ? w.get(p + "sinks") : at::Tensor(), varlen);
   return linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));
 }
 

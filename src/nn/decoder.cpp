@@ -62,6 +62,17 @@ const at::Tensor& LayerInputs::mask(int64_t window, const at::Device& device) {
   return it->second;
 }
 
+const VarlenLayout& LayerInputs::varlen(int64_t window, const at::Device& device) {
+  auto it = varlens_.find(window);
+  if (it != varlens_.end()) return it->second;
+  if (!varlens_.empty()) {  // the segments do not depend on the window
+    auto v = varlens_.begin()->second;
+    v.window = window;
+    return varlens_.emplace(window, v).first->second;
+  }
+  return varlens_.emplace(window, varlen_layout(doc_ids_BS, batch, seq, window, device)).first->second;
+}
+
 DecoderModel::DecoderModel(WeightSource& src, const LoadOptions& opt, DecoderConfig cfg)
     : cfg_(std::move(cfg)), dtype_(opt.dtype), w_(at::Device(opt.device), opt.dtype), src_(&src) {
   const auto where = src.config_where();
@@ -138,8 +149,10 @@ void DecoderModel::prepare(LayerInputs& in) const {
 }
 
 at::Tensor DecoderModel::attention(int64_t layer, const at::Tensor& x, LayerInputs& in) {
-  return gqa_attention(attn_, layer_prefix(layer) + "self_attn.", w_, x, in.cos, in.sin,
-                       in.mask(cfg_.sliding_window[layer], device()));
+  const int64_t window = cfg_.sliding_window[layer];
+  // Attention with sinks has a fused path that takes the mask's layout instead of the mask.
+  return gqa_attention(attn_, layer_prefix(layer) + "self_attn.", w_, x, in.cos, in.sin, in.mask(window, device()),
+                       attn_.sinks ? &in.varlen(window, device()) : nullptr);
 }
 
 at::Tensor DecoderModel::mlp(int64_t layer, const at::Tensor& x, LayerInputs& in) {

@@ -191,6 +191,10 @@ void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs:
   auto tmp = fresh_tmp(dir);
   save_checkpoint_tensors(tmp, model.full_tensors(), max_shard_bytes);
   copy_model_files(model_dir, tmp);
+  const auto base_config = nlohmann::json::parse(read_file(tmp / "config.json"));
+  auto config = base_config;
+  model.export_config(config);
+  if (config != base_config) write_file_atomic(tmp / "config.json", config.dump(2));  // else kept byte for byte
   replace_directory(tmp, dir);
 }
 

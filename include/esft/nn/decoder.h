@@ -54,9 +54,12 @@ struct LayerInputs {
   std::vector<at::Tensor>* router_logits = nullptr;  // collected for the aux loss when asked
   // attention_mask() for this batch and a window (0 = full), built once per forward.
   const at::Tensor& mask(int64_t window, const at::Device& device);
+  // The same as varlen_layout() for fused attention kernels, built once per forward.
+  const VarlenLayout& varlen(int64_t window, const at::Device& device);
 
  private:
   std::map<int64_t, at::Tensor> masks_;
+  std::map<int64_t, VarlenLayout> varlens_;
 };
 
 class DecoderModel : public MoeModel {

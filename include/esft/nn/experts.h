@@ -8,15 +8,20 @@
 //
 // The experts of one MoE layer live in two stacked banks: a trainable one (fp32 master copies,
 // leaf tensors that require grad) and a frozen one (model dtype, no grad), so frozen experts
-// never get weight gradients or optimizer state. A slot is an expert's position in
+// never get weight gradients or optimizer state. The frozen bank may hold its weights packed
+// (packed_experts.h: MXFP4 for GPT-OSS), expanded only for the matmul that uses them.
+// A slot is an expert's position in
 // [trainable ids..., frozen ids...]; the dispatcher groups rows by slot.
 #pragma once
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace esft::nn {
+
+class PackedExperts;  // packed_experts.h
 
 enum class ExpertActivation {
   SwiGLU,         // silu(gate) * up
@@ -33,6 +38,9 @@ struct ExpertsSpec {
 // One expert's weights, or a stack of them ([E, ...] leading dim), in the internal layout.
 struct ExpertWeights {
   at::Tensor gate_up, down, gate_up_bias, down_bias;  // biases undefined without ExpertsSpec::bias
+  // Set instead of gate_up / down for a stack held packed (packed_experts.h): the frozen bank
+  // then keeps them packed and expands them per matmul.
+  std::shared_ptr<const PackedExperts> packed = nullptr;
 };
 
 // act(gate) * up over [M, 2I] pre-activations (gate columns first). Shared with dense MLPs.
@@ -40,13 +48,14 @@ at::Tensor gated_activation(const ExpertsSpec& spec, const at::Tensor& h_MF);
 
 class ExpertBanks {
  public:
-  // all: every expert stacked in global id order, already on the device in the storage dtype.
-  // orig_dtype: the checkpoint's dtype, restored on export.
+  // all: every expert stacked in global id order, already on the device in the storage dtype,
+  // dense or packed (all.packed). orig_dtype: the checkpoint's dtype, restored on export.
   ExpertBanks(ExpertsSpec spec, ExpertWeights all, at::ScalarType orig_dtype);
 
   const ExpertsSpec& spec() const { return spec_; }
   at::ScalarType orig_dtype() const { return orig_dtype_; }
   // Moves the given global ids into the trainable bank (fp32 master copies), the rest frozen.
+  // A packed frozen bank stays packed; an expert once trainable cannot return to it.
   void split(const std::vector<int>& trainable_ids);
   const std::vector<int64_t>& trainable_ids() const { return train_.ids; }
   int64_t n_slots() const { return spec_.n_experts; }
@@ -60,9 +69,10 @@ class ExpertBanks {
 
   // The trainable bank's leaf tensors: gate_up, down (and biases), fp32.
   ExpertWeights trainable() const;
-  // One expert's weights in the storage precision (trainable ones: their fp32 master copy).
+  // One expert's weights in the storage precision (trainable ones: their fp32 master copy;
+  // packed ones expanded to the model dtype).
   ExpertWeights expert(int64_t e) const;
-  // Overwrites one expert's weights (any bank); shapes must match.
+  // Overwrites one expert's weights (any bank but a packed one); shapes must match.
   void set_expert(int64_t e, const ExpertWeights& w);
 
  private:
@@ -72,6 +82,8 @@ class ExpertBanks {
   };
   std::pair<const Bank*, int64_t> locate(int64_t e) const;
   void rebuild_slots();
+  void split_packed(const std::vector<char>& is_train);
+  at::Tensor frozen_forward(const at::Tensor& x, const at::Tensor& counts_E, const int64_t* host_counts) const;
 
   ExpertsSpec spec_;
   at::ScalarType orig_dtype_;
