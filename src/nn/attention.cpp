@@ -91,7 +91,7 @@ class SinkAttention : public torch::autograd::Function<SinkAttention> {
       std::tie(out0, lse0) = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, false, cu_seqlens_or_mask, scale);
     }
     auto lse = at::logaddexp(lse0, sink_like(sinks, cuda));
-    auto out = out0 * to_out(at::exp(lse0 - lse), cuda).to(out0.scalar_type());
+    auto out = (out0.to(at::kFloat) * to_out(at::exp(lse0 - lse), cuda)).to(out0.scalar_type());
     ctx->save_for_backward({q, k, v, out, lse, sinks, cu_seqlens_or_mask, rng, unused});
     ctx->saved_data["max_len"] = max_len;
     ctx->saved_data["window"] = window;
