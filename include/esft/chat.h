@@ -76,6 +76,8 @@ struct ChatFormat {
   // qwen
   bool qwen_think = false;          // Qwen3 <think> rules for turns after the last user query
   std::string qwen_default_system;  // Qwen2 / Qwen2.5: system prompt when the conversation has none
+  bool qwen_tool_wrap = true;       // Qwen2.5/3: tool results go into a user turn as <tool_response>
+                                    // blocks; the plain Qwen2 template gives them a "tool" turn
   // mixtral: the current template puts a space before [INST] and before the answer
   bool mixtral_spaces = true;
   // gpt-oss: the system message's "Current date:" (empty: today, as the template's strftime_now)

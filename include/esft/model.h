@@ -31,7 +31,15 @@ struct Batch {
   at::Tensor position_ids;  // [B,S] int64; undefined = 0..S-1 per row
   at::Tensor doc_ids;       // [B,S] int64; undefined = plain causal over the whole row;
                             // else attention only between equal ids, -1 marks padding
+  // The documents as variable-length sequences over the flattened B*S tokens, for attention
+  // kernels that take them instead of a mask (add_document_layout fills them from doc_ids):
+  // int32 cumulative offsets [n_docs + 1] (a padding run counts as a document) and the longest.
+  at::Tensor cu_seqlens;
+  int64_t max_seqlen = 0;
 };
+
+// Fills batch.cu_seqlens / max_seqlen from batch.doc_ids (a CPU tensor); no-op without doc_ids.
+void add_document_layout(Batch& batch);
 
 // Router hook: every MoE layer reports, per token, its top-k expert ids and the gate weights
 // the model actually uses (after any renormalisation/scaling). Tensors are [T,K] on the
@@ -43,9 +51,20 @@ class RoutingObserver {
 };
 
 struct ForwardOptions {
-  bool return_logits = true;
+  bool return_logits = true;     // [B,S,V] fp32 logits (parity, evaluation); without them and without
+                                 // labels the LM head is not run at all (scoring)
   RoutingObserver* observer = nullptr;
   bool router_aux_loss = false;  // add router_aux_loss_coef * load-balancing loss to `loss`
+  bool activation_checkpointing = false;  // keep only each decoder layer's input; re-run layers in backward
+};
+
+// What flops() counts: the documents of the micro-batches (attention is causal within each), the
+// positions the LM head runs on, and whether a training backward follows.
+struct FlopQuery {
+  std::vector<int64_t> doc_lengths;  // tokens per document; padding counts as no document
+  int64_t lm_head_tokens = 0;        // labelled positions (0: no LM head, as in scoring)
+  bool backward = false;             // input gradients, and weight gradients of trained tensors only
+  int64_t trained_expert_rows = 0;   // from take_trained_expert_rows()
 };
 
 struct ForwardOutput {
@@ -83,9 +102,13 @@ class MoeModel {
   virtual const at::Device& device() const = 0;
   // Whether the family defines the router load-balancing loss (DeepSeek and GLM do not).
   virtual bool has_router_aux_loss() const = 0;
-  // Weights one token passes through (non-expert weights plus top_k routed experts per MoE
-  // layer), for MFU: training costs about 6 * active_parameters FLOPs per token.
+  // Weights one token passes through (non-expert weights plus top_k routed experts per MoE layer).
   virtual int64_t active_parameters() const = 0;
+  // The floating-point operations some work needs (model FLOPs: recomputation such as
+  // activation checkpointing is extra work and not counted), for TFLOP/s and MFU.
+  virtual double flops(const FlopQuery& q) const = 0;
+  // (token, top-k slot) rows the forwards since the last call routed to trained experts.
+  virtual int64_t take_trained_expert_rows() = 0;
 
   virtual ForwardOutput forward(const Batch& batch, const ForwardOptions& opt) = 0;
 

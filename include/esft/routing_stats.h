@@ -27,8 +27,11 @@ class RoutingStats {
   // under temporary names and renamed by finish().
   RoutingStats(int n_experts, int top_k, fs::path log_dir = {});
   ~RoutingStats();
+  // Creates every layer's state up front; add() may then run concurrently for different layers.
+  void prepare_layers(const std::vector<int>& layers);
   // One forward pass of one sample through MoE layer `layer`: ids and weights are T*K values,
-  // token-major. Weights are rounded to 4 decimals for the log; counts use the ids.
+  // token-major. Weights are rounded to 4 decimals for the log; counts use the ids. A weight that
+  // is not finite (a broken model) fails, naming the layer, before anything of it is written.
   void add(int layer, const int64_t* ids, const float* weights, int64_t n_tokens);
   void finish();  // closes and renames the log files
   // {"token_scores": {L: {e: s}}, "gate_scores": {...}} rounded to 4 decimals.

@@ -15,6 +15,9 @@ struct ScoreOptions {
   std::string device, dtype;         // "" = cuda when available / bf16 on cuda, fp32 on cpu
   std::string chat_format = "auto";
   int64_t max_length = 0;            // truncate samples to this many tokens; 0 = no limit
+  int64_t batch_tokens = 16384;      // samples packed into forwards of up to this many tokens (document
+                                     // masking: routing as if each ran alone); 0 = one sample per forward
+  bool report_loss = false;          // also compute the LM loss (runs the LM head)
   bool skip_bad_lines = false;
   int rank = 0, world_size = 1;      // this process's shard of the shuffled samples
 };

@@ -22,6 +22,7 @@ struct TrainOptions {
   std::string packing = "document", truncation = "right";
   uint64_t seed = 5934875;
   bool router_aux_loss = false;
+  bool activation_checkpointing = false;  // keep only decoder-layer inputs; re-run layers in the backward
   // bookkeeping
   int64_t eval_steps = 0, save_steps = 0, save_total_limit = 2, log_steps = 1;
   bool save_full = false;

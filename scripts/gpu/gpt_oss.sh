@@ -10,18 +10,20 @@
 #   20b     random gpt-oss-20b-shaped MXFP4 checkpoint (24 layers, real dims), ESFT training at
 #           4 x 2048 tokens per step: esft, then transformers' ESFT-style step on the same GPU
 #   120b    gpt-oss-120b-shaped MXFP4 checkpoint with as many layers as the disk holds (at most
-#           36), esft training as above, peak memory at that depth and at 4 layers: memory per
-#           layer and the estimate for all 36 layers
+#           36), esft training as above with --activation-checkpointing (CKPT_120B=0: without),
+#           peak memory at that depth and at 4 layers: memory per layer and the estimate for all
+#           36 layers
 # Prints a table at the end (of every stage run so far on this machine); logs go to $OUT
 # (default $W). Settings: STEPS (4), EXPERTS (trained experts per layer, 2), MICRO (esft
-# micro-batch for 20b, 4), MICRO_120B (1), HF_MICRO (1), VOCAB (201088), PEAK_TFLOPS (989,
-# H100/H200 dense bf16), W (work dir, /tmp/esft-gpt-oss).
+# micro-batch for 20b, 4), MICRO_120B (4), CKPT_120B (1), HF_MICRO (1), VOCAB (201088),
+# PEAK_TFLOPS (989, H100/H200 dense bf16), W (work dir, /tmp/esft-gpt-oss).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 W=${W:-/tmp/esft-gpt-oss}
 OUT=${OUT:-$W}
-STEPS=${STEPS:-4} EXPERTS=${EXPERTS:-2} MICRO=${MICRO:-4} MICRO_120B=${MICRO_120B:-1} HF_MICRO=${HF_MICRO:-1}
+STEPS=${STEPS:-4} EXPERTS=${EXPERTS:-2} MICRO=${MICRO:-4} MICRO_120B=${MICRO_120B:-4} CKPT_120B=${CKPT_120B:-1}
+HF_MICRO=${HF_MICRO:-1}
 VOCAB=${VOCAB:-201088}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 STAGES=${*:-build parity 20b 120b}
@@ -47,9 +49,9 @@ if has parity; then
     grep -v -E "^(Writing|Loading)" | tee "$OUT/parity.log" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure|actual|Expected" | head -40
 fi
 
-# esft train on MODEL; records {"name", "layers", "micro", "tok_s", "mfu", "peak_gib"} in $RES.
-esft_train() {  # name model layers micro
-  local name=$1 model=$2 layers=$3 micro=$4
+# esft train on MODEL; records {"name", "layers", "micro", "ckpt", "tok_s", "mfu", "peak_gib"} in $RES.
+esft_train() {  # name model layers micro [extra flags]
+  local name=$1 model=$2 layers=$3 micro=$4 extra=${5:-}
   $PY - "$model" "$EXPERTS" "$W/$name.experts.json" <<'PY'
 import json, random, sys
 cfg = json.load(open(sys.argv[1] + "/config.json"))
@@ -61,12 +63,12 @@ PY
   note "esft train $name"
   ./build/esft train --model "$model" --data "$W/data.jsonl" --expert-config "$W/$name.experts.json" \
     --output "$W/train-$name" --device cuda --max-steps "$STEPS" --micro-batch-size "$micro" --global-batch-size 4 \
-    --max-length 2048 --packing none --learning-rate 1e-5 --peak-tflops "$PEAK_TFLOPS" 2>&1 | tee "$OUT/esft-$name.log" |
+    --max-length 2048 --packing none --learning-rate 1e-5 --peak-tflops "$PEAK_TFLOPS" $extra 2>&1 | tee "$OUT/esft-$name.log" |
     grep -E "step|peak|error"
-  $PY - "$W/train-$name/metrics.jsonl" "$OUT/esft-$name.log" "$name" "$layers" "$micro" "$RES" <<'PY'
+  $PY - "$W/train-$name/metrics.jsonl" "$OUT/esft-$name.log" "$name" "$layers" "$micro" "$RES" "$extra" <<'PY'
 import json, os, re, statistics, sys
-metrics, log, name, layers, micro, res = sys.argv[1:]
-r = {"name": name, "layers": int(layers), "micro": int(micro)}
+metrics, log, name, layers, micro, res, extra = sys.argv[1:]
+r = {"name": name, "layers": int(layers), "micro": int(micro), "ckpt": "checkpointing" in extra}
 try:
     steps = [json.loads(l) for l in open(metrics)][1:]  # the first step warms up
     r.update(tok_s=statistics.median(s["tokens_per_s"] for s in steps), mfu=statistics.median(s["mfu"] for s in steps),
@@ -109,8 +111,9 @@ if has 120b; then
     [[ -f "$W/data.jsonl" ]] || gen_data=(--data "$W/data.jsonl" --rows "$rows" --seq 2048)
     $PY scripts/gpu/gpt_oss_checkpoint.py --shape 120b --layers "$L" --vocab "$VOCAB" --out "$W/120b" \
       --subset "4:$W/120b-4" "${gen_data[@]}" | tee "$OUT/make-120b.json"
-    esft_train 120b-4 "$W/120b-4" 4 "$MICRO_120B"
-    esft_train "120b-$L" "$W/120b" "$L" "$MICRO_120B"
+    ck=""; [[ "$CKPT_120B" == 1 ]] && ck=--activation-checkpointing
+    esft_train 120b-4 "$W/120b-4" 4 "$MICRO_120B" "$ck"
+    esft_train "120b-$L" "$W/120b" "$L" "$MICRO_120B" "$ck"
     rm -rf "$W"/120b*
   fi
 fi
@@ -125,10 +128,11 @@ print(f"\nGPU: {open(sys.argv[3]).read().strip()}; ESFT step = 4 x 2048 tokens, 
 print("| run | layers | micro-batch | tok/s | MFU | peak memory |")
 print("|---|---|---|---|---|---|")
 for r in rows:
+    micro = f"{r['micro']}" + (", act. ckpt" if r.get("ckpt") else "")
     if "error" in r:
-        print(f"| esft {r['name']} | {r['layers']} | {r['micro']} | failed: {r['error'][:80]} | | |")
+        print(f"| esft {r['name']} | {r['layers']} | {micro} | failed: {r['error'][:80]} | | |")
     else:
-        print(f"| esft {r['name']} | {r['layers']} | {r['micro']} | {r['tok_s']:.0f} | {100 * r['mfu']:.1f}% | "
+        print(f"| esft {r['name']} | {r['layers']} | {micro} | {r['tok_s']:.0f} | {100 * r['mfu']:.1f}% | "
               f"{r['peak_gib']:.1f} GiB |")
 if hf:
     tok = f"{hf['train_tok_s']:.0f}" if "train_tok_s" in hf else hf.get("error", "?")[:80]

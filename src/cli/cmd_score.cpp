@@ -23,6 +23,8 @@ int cmd_score(int argc, char** argv) {
     ("dtype", "fp32, bf16 or fp16 (default: bf16 on cuda, fp32 on cpu)", cxxopts::value<std::string>()->default_value(d.dtype))
     ("chat-format", "chat format for conversation records: auto, esft, qwen, deepseek, glm4, gpt-oss, mixtral", cxxopts::value<std::string>()->default_value(d.chat_format))
     ("max-length", "truncate longer samples to this many tokens (keeps the head); 0 = no limit", cxxopts::value<int64_t>()->default_value(std::to_string(d.max_length)))
+    ("batch-tokens", "pack samples into forwards of up to this many tokens, attention and positions restarting per sample (routing is what one sample per forward gives); 0 = one sample per forward, the reference's way", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch_tokens)))
+    ("loss", "also compute and report the mean LM loss over the samples' labels (runs the LM head)")
     ("skip-bad-lines", "skip malformed jsonl lines (counted and reported) instead of stopping")
     ("rank", "this process's shard: it scores samples rank, rank+W, ... of the shuffled data", cxxopts::value<int>()->default_value(std::to_string(d.rank)))
     ("world-size", "number of scoring processes W sharing the data", cxxopts::value<int>()->default_value(std::to_string(d.world_size)))
@@ -46,6 +48,8 @@ int cmd_score(int argc, char** argv) {
   s.chat_format = a["chat-format"].as<std::string>();
   s.max_length = a["max-length"].as<int64_t>();
   s.skip_bad_lines = a.count("skip-bad-lines") > 0;
+  s.batch_tokens = a["batch-tokens"].as<int64_t>();
+  s.report_loss = a.count("loss") > 0;
   s.rank = a["rank"].as<int>();
   s.world_size = a["world-size"].as<int>();
   run_scoring(s);

@@ -48,7 +48,9 @@ int cmd_train(int argc, char** argv) {
     ("epochs", "passes over the data", cxxopts::value<int64_t>()->default_value(num(d.epochs)))
     ("max-steps", "optimizer steps; overrides --epochs when > 0", cxxopts::value<int64_t>()->default_value(num(d.max_steps)))
     ("seed", "data-order seed (epoch e shuffles with seed + e)", cxxopts::value<uint64_t>()->default_value(num(d.seed)))
-    ("router-aux-loss", "add the model's router load-balancing loss (off in released configs)");
+    ("router-aux-loss", "add the model's router load-balancing loss (off in released configs)")
+    ("activation-checkpointing", "keep only each decoder layer's input and re-run the layer in the backward: far less "
+                                 "activation memory (long rows, big micro-batches) for about one more forward of compute");
   o.add_options("Runtime and outputs")
     ("device", "cpu, cuda or cuda:N (default: cuda when available, else cpu)", cxxopts::value<std::string>()->default_value(d.device))
     ("dtype", "weights/compute dtype: fp32, bf16, fp16 (default: bf16 on cuda with fp32 master copies of trained tensors, fp32 on cpu)", cxxopts::value<std::string>()->default_value(d.dtype))
@@ -56,8 +58,10 @@ int cmd_train(int argc, char** argv) {
     ("save-steps", "checkpoint every N steps (0: none)", cxxopts::value<int64_t>()->default_value(num(d.save_steps)))
     ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(num(d.save_total_limit)))
     ("log-steps", "log a line every N steps (metrics.jsonl gets every step)", cxxopts::value<int64_t>()->default_value(num(d.log_steps)))
-    ("peak-tflops", "accelerator peak TFLOP/s for the MFU in the log (on cuda): MFU = 6 * active parameters * "
-                    "tokens/s / peak; the default is H100/H200 dense bf16; 0 hides MFU", cxxopts::value<double>()->default_value(num(d.peak_tflops)))
+    ("peak-tflops", "accelerator peak TFLOP/s for the MFU in the log (on cuda): MFU = achieved TFLOP/s / peak, where "
+                    "the FLOPs are those the step needs (forward, input gradients, weight gradients of trained tensors "
+                    "only, attention within documents; recomputation not counted); the default is H100/H200 dense "
+                    "bf16; 0 hides MFU", cxxopts::value<double>()->default_value(num(d.peak_tflops)))
     ("save-full", "also write a complete HF checkpoint to OUT/full")
     ("stop-after", "checkpoint and exit after step N (for time-limited jobs; continue with --resume)", cxxopts::value<int64_t>()->default_value(num(d.stop_after)))
     ("resume", "continue from a checkpoint directory (OUT/checkpoints/step-N), or OUT to take its newest checkpoint; "
@@ -96,6 +100,7 @@ int cmd_train(int argc, char** argv) {
   t.max_steps = a["max-steps"].as<int64_t>();
   t.seed = a["seed"].as<uint64_t>();
   t.router_aux_loss = a.count("router-aux-loss") > 0;
+  t.activation_checkpointing = a.count("activation-checkpointing") > 0;
   t.device = a["device"].as<std::string>();
   t.dtype = a["dtype"].as<std::string>();
   t.eval_steps = a["eval-steps"].as<int64_t>();

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -96,31 +97,47 @@ RoutingStats::RoutingStats(int n_experts, int top_k, fs::path log_dir) : impl_(n
 }
 RoutingStats::~RoutingStats() = default;
 
+void RoutingStats::prepare_layers(const std::vector<int>& layers) {
+  for (int layer : layers) {
+    auto& c = impl_->layers[layer];
+    if (c.count.empty()) c.count.assign(impl_->n_experts, 0), c.gate.assign(impl_->n_experts, 0.0);
+    if (!impl_->log_dir.empty() && !impl_->logs[layer])
+      impl_->logs[layer] = std::make_unique<AtomicFile>(impl_->log_dir / fmt::format("expert_weights_{}.txt", layer));
+  }
+}
+
 void RoutingStats::add(int layer, const int64_t* ids, const float* weights, int64_t n_tokens) {
   if (n_tokens <= 0) return;  // the reference never logs an empty forward; an empty line would not parse
-  auto& c = impl_->layers[layer];
-  if (c.count.empty()) c.count.assign(impl_->n_experts, 0), c.gate.assign(impl_->n_experts, 0.0);
+  prepare_layers({layer});
+  auto& c = impl_->layers.at(layer);
   const int64_t n = n_tokens * impl_->top_k;
-  std::string line;
-  const bool log = !impl_->log_dir.empty();
   for (int64_t i = 0; i < n; ++i) {
     ESFT_CHECK(ids[i] >= 0 && ids[i] < impl_->n_experts, "layer {}: expert id {} out of range", layer, ids[i]);
+    if (!std::isfinite(weights[i]))
+      fail("layer {}: the model produced a non-finite gate weight ({}): its weights or inputs hold NaN/Inf", layer,
+           weights[i]);
+  }
+  const bool log = !impl_->log_dir.empty();
+  std::string line;
+  if (log) line.reserve(size_t(n) * 12);
+  char buf[24];
+  for (int64_t i = 0; i < n; ++i) {
     c.count[ids[i]]++;
-    if (log) line += (i ? "\t" : "") + std::to_string(ids[i]);
+    if (!log) continue;
+    if (i) line += '\t';
+    line.append(buf, std::to_chars(buf, buf + sizeof buf, ids[i]).ptr);
   }
   line += "\t";
   for (int64_t i = 0; i < n; ++i) {
     // The reference logs round(w, 4) and scores from the logged values: do the same.
     double w = round4(double(weights[i]));
     c.gate[ids[i]] += w;
-    if (log) line += "\t" + py_repr(w);
+    if (log) line += '\t', line += py_repr(w);
   }
   c.n_ids += n;
   if (log) {
-    auto& f = impl_->logs[layer];
-    if (!f) f = std::make_unique<AtomicFile>(impl_->log_dir / fmt::format("expert_weights_{}.txt", layer));
     line += "\n";
-    f->write(line);
+    impl_->logs.at(layer)->write(line);
   }
 }
 

@@ -28,26 +28,6 @@ at::Tensor attention_mask(const at::Tensor& doc_ids, int64_t S, int64_t window, 
   return mask;
 }
 
-VarlenLayout varlen_layout(const at::Tensor& doc_ids, int64_t B, int64_t S, int64_t window, const at::Device& device) {
-  VarlenLayout v;
-  v.window = window;
-  auto i32 = at::TensorOptions().dtype(at::kInt).device(device);
-  if (!doc_ids.defined()) {
-    v.cu_seqlens = at::arange(0, B * S + 1, S, i32);
-    v.max_len = S;
-    return v;
-  }
-  // A segment starts at each row start, where the document changes, and at every padding token.
-  auto d = doc_ids.to(device);
-  auto starts = at::ones_like(d, d.options().dtype(at::kBool));
-  if (S > 1) starts.narrow(1, 1, S - 1).copy_(d.narrow(1, 1, S - 1).ne(d.narrow(1, 0, S - 1)) | d.narrow(1, 1, S - 1).lt(0));
-  auto first = at::nonzero(starts.reshape({-1})).reshape({-1});
-  auto cu = at::cat({first, at::full({1}, B * S, first.options())}).to(at::kInt);
-  v.cu_seqlens = cu;
-  v.max_len = (cu.narrow(0, 1, cu.size(0) - 1) - cu.narrow(0, 0, cu.size(0) - 1)).max().item<int64_t>();
-  return v;
-}
-
 namespace {
 
 // Attention with a learned sink logit per head: softmax over [scores, sink] in the scores' dtype
@@ -65,6 +45,41 @@ at::Tensor sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   auto probs = at::softmax(logits, -1, logits.scalar_type()).narrow(-1, 0, S);
   return at::matmul(probs, vv);
 }
+
+// Flash attention over variable-length documents: q/k/v [B,N,S,D] -> [B,S,N*Dv].
+at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
+                            double scale) {
+  const int64_t B = q.size(0), N = q.size(1), S = q.size(2);
+  auto flat = [&](const at::Tensor& x) { return x.transpose(1, 2).reshape({B * S, x.size(1), x.size(3)}); };
+  std::optional<int64_t> left, right;
+  if (l.window > 0) left = l.window - 1, right = 0;
+  auto out = std::get<0>(at::_flash_attention_forward(flat(q), flat(k), flat(v), l.cu_seqlens, l.cu_seqlens, l.max_seqlen,
+                                                      l.max_seqlen, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false,
+                                                      scale, left, right));
+  return out.view({B, S, N * v.size(3)});
+}
+
+at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
+                       const at::Tensor& sinks);
+
+// Each document attended on its own, as if it were the only sequence: exactly what a forward of
+// that document alone computes (the CPU path; the flash kernel does this in one launch).
+at::Tensor per_document_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
+                                  double scale, const at::Tensor& sinks) {
+  const int64_t B = q.size(0), S = q.size(2);
+  auto flat = [&](const at::Tensor& x) { return x.transpose(0, 1).reshape({x.size(1), B * S, x.size(3)}); };  // [N,B*S,D]
+  auto qf = flat(q), kf = flat(k), vf = flat(v);
+  auto cu = l.cu_seqlens.to(at::kCPU, at::kLong);
+  std::vector<at::Tensor> parts;
+  for (int64_t d = 0; d + 1 < cu.size(0); ++d) {
+    const int64_t b = cu[d].item<int64_t>(), n = cu[d + 1].item<int64_t>() - b;
+    auto piece = [&](const at::Tensor& x) { return x.narrow(1, b, n).unsqueeze(0); };
+    auto mask = l.window > 0 && l.window < n ? attention_mask({}, n, l.window, q.device()) : at::Tensor();
+    parts.push_back(attention_1(piece(qf), piece(kf), piece(vf), mask, scale, sinks).squeeze(0));  // [n, N*Dv]
+  }
+  return at::cat(parts, 0).view({B, S, -1});
+}
+
 
 // The fused path. A kernel that returns the log-sum-exp lse0_i = log sum_j exp(s_ij) gives the
 // sink softmax directly: with lse_i = logaddexp(lse0_i, sink), P_ij = exp(s_ij - lse_i) and
@@ -139,31 +154,43 @@ bool fusable_on_cuda(const at::Tensor& q) {
 
 }  // namespace
 
-at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                                const VarlenLayout& varlen, double scale, const at::Tensor& sinks) {
+at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& l,
+                                double scale, const at::Tensor& sinks) {
   const int64_t B = q.size(0), N = q.size(1), S = q.size(2), D = q.size(3), Nkv = k.size(1), Dv = v.size(3);
   if (q.is_cuda()) {
     ESFT_CHECK(fusable_on_cuda(q), "fused sink attention on CUDA needs bf16 or fp16 and a head dim that is a multiple of "
                "8 up to 256 (got {}, {})", at::toString(q.scalar_type()), D);
     auto flat = [&](const at::Tensor& x, int64_t heads, int64_t d) { return x.transpose(1, 2).reshape({B * S, heads, d}); };
-    auto o = SinkAttention::apply(flat(q, N, D), flat(k, Nkv, D), flat(v, Nkv, Dv), sinks, varlen.cu_seqlens,
-                                  varlen.max_len, varlen.window, scale);
+    ESFT_CHECK(l.cu_seqlens.defined(), "fused sink attention on CUDA needs the documents as cu_seqlens");
+    auto o = SinkAttention::apply(flat(q, N, D), flat(k, Nkv, D), flat(v, Nkv, Dv), sinks, l.cu_seqlens, l.max_seqlen,
+                                  l.window, scale);
     return o.view({B, S, N, Dv}).transpose(1, 2);
   }
   const int64_t rep = N / Nkv;
   auto kk = rep > 1 ? k.repeat_interleave(rep, 1) : k, vv = rep > 1 ? v.repeat_interleave(rep, 1) : v;
-  auto m = mask.defined() ? mask : at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(q.device())).tril();
+  auto m = l.mask.defined() ? l.mask : at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(q.device())).tril();
   auto bias = at::zeros(m.sizes(), q.options()).masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
   if (bias.dim() == 2) bias = bias.view({1, 1, S, S});
-  return SinkAttention::apply(q.contiguous(), kk.contiguous(), vv.contiguous(), sinks, bias, S, varlen.window, scale);
+  return SinkAttention::apply(q.contiguous(), kk.contiguous(), vv.contiguous(), sinks, bias, S, l.window, scale);
 }
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
-                     const at::Tensor& sinks, const VarlenLayout* varlen) {
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
+                     double scale, const at::Tensor& sinks) {
+  if (layout.cu_seqlens.defined()) {
+    const bool flash = fusable_on_cuda(q) && v.size(3) == q.size(3);
+    if (flash && sinks.defined())  // [B,N,S,Dv] -> [B,S,N*Dv]
+      return fused_sink_attention(q, k, v, layout, scale, sinks).transpose(1, 2).reshape({q.size(0), q.size(2), -1});
+    return flash ? varlen_attention(q, k, v, layout, scale) : per_document_attention(q, k, v, layout, scale, sinks);
+  }
+  return attention_1(q, k, v, layout.mask, scale, sinks);
+}
+
+namespace {
+at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
+                       const at::Tensor& sinks) {
   at::Tensor out;
   if (sinks.defined()) {
-    out = varlen && fusable_on_cuda(q) ? fused_sink_attention(q, k, v, mask, *varlen, scale, sinks)
-                                       : sink_attention(q, k, v, mask, scale, sinks);
+    out = sink_attention(q, k, v, mask, scale, sinks);
   } else {
     std::optional<at::Tensor> m;
     if (mask.defined()) m = mask;
@@ -173,6 +200,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   // [B,N,S,Dv] -> [B,S,N*Dv]
   return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * v.size(3)});
 }
+}  // namespace
 
 void load_attention_weights(const AttentionSpec& s, const std::string& p, WeightSource& src, ParamStore& store) {
   const int64_t H = s.hidden, Dq = s.n_heads * s.head_dim, Dkv = s.n_kv_heads * s.head_dim;
@@ -191,12 +219,11 @@ void load_attention_weights(const AttentionSpec& s, const std::string& p, Weight
 }
 
 at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const ParamStore& w, const at::Tensor& x,
-                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                         const VarlenLayout* varlen) {
+                         const at::Tensor& cos, const at::Tensor& sin, const AttentionLayout& layout) {
   const int64_t B = x.size(0), S = x.size(1), D = s.head_dim;
-  auto q = linear(x, w.get(p + "q_proj.weight"), w.get_opt(p + "q_proj.bias"));
-  auto k = linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
-  auto v = linear(x, w.get(p + "v_proj.weight"), w.get_opt(p + "v_proj.bias"));
+  auto q = nn::linear(x, w.get(p + "q_proj.weight"), w.get_opt(p + "q_proj.bias"));
+  auto k = nn::linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
+  auto v = nn::linear(x, w.get(p + "v_proj.weight"), w.get_opt(p + "v_proj.bias"));
   if (s.qk_norm == QkNorm::FullWidth) {
     q = rms_norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
     k = rms_norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
@@ -211,9 +238,9 @@ at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const Par
   q = apply_rope(q.transpose(1, 2), cos, sin, s.rope_style);
   k = apply_rope(k.transpose(1, 2), cos, sin, s.rope_style);
   v = v.view({B, S, -1, D}).transpose(1, 2);
-  auto o = attention(q, k, v, mask, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
-                     s.sinks ? w.get(p + "sinks") : at::Tensor(), varlen);
-  return linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));
+  auto o = attention(q, k, v, layout, s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(D)),
+                     s.sinks ? w.get(p + "sinks") : at::Tensor());
+  return nn::linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));
 }
 
 }  // namespace esft::nn

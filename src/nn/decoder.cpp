@@ -5,6 +5,8 @@
 
 #include "esft/error.h"
 #include "esft/log.h"
+#include "esft/nn/checkpoint.h"
+#include "esft/nn/lm_loss.h"
 #include "esft/nn/ops.h"
 
 namespace esft::nn {
@@ -56,21 +58,14 @@ std::vector<int64_t> read_layer_windows(const ConfigReader& r, int64_t n_layers,
   return out;
 }
 
-const at::Tensor& LayerInputs::mask(int64_t window, const at::Device& device) {
-  auto it = masks_.find(window);
-  if (it == masks_.end()) it = masks_.emplace(window, attention_mask(doc_ids_BS, seq, window, device)).first;
-  return it->second;
-}
-
-const VarlenLayout& LayerInputs::varlen(int64_t window, const at::Device& device) {
-  auto it = varlens_.find(window);
-  if (it != varlens_.end()) return it->second;
-  if (!varlens_.empty()) {  // the segments do not depend on the window
-    auto v = varlens_.begin()->second;
-    v.window = window;
-    return varlens_.emplace(window, v).first->second;
-  }
-  return varlens_.emplace(window, varlen_layout(doc_ids_BS, batch, seq, window, device)).first->second;
+const AttentionLayout& LayerInputs::layout(int64_t window, const at::Device& device) {
+  auto it = layouts_.find(window);
+  if (it != layouts_.end()) return it->second;
+  AttentionLayout l;
+  l.window = window;
+  if (cu_seqlens.defined()) l.cu_seqlens = cu_seqlens, l.max_seqlen = max_seqlen;
+  else l.mask = attention_mask(doc_ids_BS, seq, window, device);
+  return layouts_.emplace(window, std::move(l)).first->second;
 }
 
 DecoderModel::DecoderModel(WeightSource& src, const LoadOptions& opt, DecoderConfig cfg)
@@ -138,6 +133,60 @@ int64_t DecoderModel::active_parameters() const {
   return n;
 }
 
+double DecoderModel::attention_core_flops(int64_t, double pairs) const {
+  return 4.0 * pairs * double(attn_.n_heads) * double(attn_.head_dim);  // Q K^T and P V
+}
+
+double DecoderModel::flops(const FlopQuery& q) const {
+  int64_t T = 0;
+  for (auto n : q.doc_lengths) T += n;
+  // Matmul weights per layer (norms, biases and such elementwise work are not counted).
+  auto matmul = [](const std::string& n) {
+    return n.find("norm") == std::string::npos && n.find(".bias") == std::string::npos &&
+           n.find("sinks") == std::string::npos && n.find("e_score_correction") == std::string::npos;
+  };
+  std::map<int64_t, double> dense, trained_dense;  // per layer
+  double head_trained = 0;
+  for (auto& t : w_.export_tensors(false))
+    if (t.name.rfind("model.layers.", 0) == 0 && matmul(t.name))
+      dense[std::stoll(t.name.substr(13))] += double(t.tensor.numel());
+  for (auto& t : w_.trainable()) {
+    if (t.name.rfind("model.layers.", 0) == 0) {
+      if (matmul(t.name)) trained_dense[std::stoll(t.name.substr(13))] += double(t.tensor.numel());
+    } else if (t.name == "lm_head.weight" || (cfg_.tie_embeddings && t.name == "model.embed_tokens.weight")) {
+      head_trained = 1;
+    }
+  }
+  // Backward work starts at the first layer with anything trained (nothing before needs gradients).
+  int64_t first_trained = cfg_.n_layers;
+  for (int64_t i = 0; i < cfg_.n_layers && first_trained == cfg_.n_layers; ++i)
+    if (!layer_trainables(i).empty()) first_trained = i;
+  for (auto& t : w_.trainable())
+    if (t.name == "model.embed_tokens.weight") first_trained = 0;
+
+  double fwd = 0, bwd = 0;
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) {
+    const int64_t W = cfg_.sliding_window[i];
+    double pairs = 0;  // causal query-key pairs within documents (and windows)
+    for (auto n : q.doc_lengths) {
+      double L = double(n);
+      pairs += (W <= 0 || W >= n) ? L * (L + 1) / 2 : double(W) * (W + 1) / 2 + double(n - W) * W;
+    }
+    double layer = 2.0 * dense[i] * T + attention_core_flops(i, pairs);
+    if (auto it = moe_.find(i); it != moe_.end())
+      layer += 2.0 * double(it->second->params_per_expert()) * double(T) * double(it->second->spec().router.top_k);
+    fwd += layer;
+    if (q.backward && i >= first_trained)
+      bwd += layer + attention_core_flops(i, pairs) + 2.0 * trained_dense[i] * T;  // input grads (+ dK,dV), weight grads
+  }
+  if (q.backward && !moe_.empty())  // weight gradients of the trained experts, for the rows routed to them
+    bwd += 2.0 * double(moe_.begin()->second->params_per_expert()) * double(q.trained_expert_rows);
+  const double head = 2.0 * double(cfg_.hidden) * double(cfg_.vocab) * double(q.lm_head_tokens);
+  fwd += head;
+  if (q.backward) bwd += head * (1 + head_trained);
+  return fwd + bwd;
+}
+
 at::Tensor DecoderModel::norm(const std::string& name, const at::Tensor& x) const {
   return rms_norm(x, w_.get(name), cfg_.rms_eps);
 }
@@ -149,10 +198,8 @@ void DecoderModel::prepare(LayerInputs& in) const {
 }
 
 at::Tensor DecoderModel::attention(int64_t layer, const at::Tensor& x, LayerInputs& in) {
-  const int64_t window = cfg_.sliding_window[layer];
-  // Attention with sinks has a fused path that takes the mask's layout instead of the mask.
-  return gqa_attention(attn_, layer_prefix(layer) + "self_attn.", w_, x, in.cos, in.sin, in.mask(window, device()),
-                       attn_.sinks ? &in.varlen(window, device()) : nullptr);
+  return gqa_attention(attn_, layer_prefix(layer) + "self_attn.", w_, x, in.cos, in.sin,
+                       in.layout(cfg_.sliding_window[layer], device()));
 }
 
 at::Tensor DecoderModel::mlp(int64_t layer, const at::Tensor& x, LayerInputs& in) {
@@ -161,13 +208,14 @@ at::Tensor DecoderModel::mlp(int64_t layer, const at::Tensor& x, LayerInputs& in
   const int64_t H = x.size(-1);
   RouterOutput r;
   auto y = it->second->forward(x.reshape({-1, H}), w_, &r);
-  if (auto* obs = in.options->observer) {
+  if (auto* obs = in.observer) {
     at::NoGradGuard ng;
     auto ids = r.ids_TK, w = r.weights_TK.to(at::kFloat);
     if (in.valid_T.defined()) ids = ids.index({in.valid_T}), w = w.index({in.valid_T});
     obs->on_routing(int(layer), ids, w);
   }
   if (in.router_logits) in.router_logits->push_back(r.logits_TE);
+  if (!in.recompute) trained_rows_ += it->second->banks().last_trained_rows();
   return y.view(x.sizes());
 }
 
@@ -177,29 +225,78 @@ at::Tensor DecoderModel::layer_forward(int64_t layer, const at::Tensor& h, Layer
   return h1 + mlp(layer, norm(lp + "post_attention_layernorm.weight", h1), in);
 }
 
+std::vector<at::Tensor> DecoderModel::layer_trainables(int64_t layer) const {
+  std::vector<at::Tensor> out;
+  const auto lp = layer_prefix(layer);
+  for (auto& t : w_.trainable())
+    if (t.name.compare(0, lp.size(), lp) == 0) out.push_back(t.tensor);
+  if (auto it = moe_.find(layer); it != moe_.end()) {
+    auto t = it->second->banks().trainable();
+    for (auto* x : {&t.gate_up, &t.down, &t.gate_up_bias, &t.down_bias})
+      if (x->defined()) out.push_back(*x);
+  }
+  return out;
+}
+
+at::Tensor DecoderModel::checkpointed_layer(int64_t layer, const at::Tensor& h, const std::shared_ptr<LayerInputs>& in) {
+  auto params = layer_trainables(layer);
+  if (!h.requires_grad() && params.empty()) return layer_forward(layer, h, *in);  // nothing to differentiate
+  const bool aux = in->router_logits != nullptr;
+  auto run = [this, layer, in, aux](const at::Tensor& x, bool recompute) {
+    // Swap in this run's hooks: the re-run in the backward fires no observer and collects its
+    // router logits only to differentiate them.
+    std::vector<at::Tensor> logits;
+    auto* observer = in->observer;
+    auto* collected = in->router_logits;
+    in->observer = recompute ? nullptr : observer;
+    in->router_logits = aux ? &logits : nullptr;
+    in->recompute = recompute;
+    std::vector<at::Tensor> out{layer_forward(layer, x, *in)};
+    in->observer = observer, in->router_logits = collected, in->recompute = false;
+    out.insert(out.end(), logits.begin(), logits.end());
+    return out;
+  };
+  auto outs = checkpoint(run, h, params);
+  for (size_t i = 1; i < outs.size(); ++i) in->router_logits->push_back(outs[i]);
+  return outs[0];
+}
+
 ForwardOutput DecoderModel::forward(const Batch& batch, const ForwardOptions& opt) {
   const auto dev = device();
   auto ids = batch.input_ids.to(dev);
   const int64_t B = ids.size(0), S = ids.size(1);
-  LayerInputs in;
-  in.batch = B, in.seq = S, in.options = &opt;
+  auto in_ptr = std::make_shared<LayerInputs>();  // shared with checkpointed layers' backward
+  auto& in = *in_ptr;
+  in.batch = B, in.seq = S, in.observer = opt.observer;
   in.position_ids_BS = batch.position_ids.defined() ? batch.position_ids.to(dev)
                                                     : at::arange(S, ids.options()).unsqueeze(0).expand({B, S});
   if (batch.doc_ids.defined()) {
     in.doc_ids_BS = batch.doc_ids.to(dev);
     in.valid_T = in.doc_ids_BS.reshape({-1}) >= 0;
+    // Documents as variable-length sequences: one flash launch on CUDA in 16-bit, a loop over
+    // documents elsewhere; a mask only where neither applies (CUDA in fp32).
+    if (batch.cu_seqlens.defined() && (!dev.is_cuda() || dtype_ == at::kBFloat16 || dtype_ == at::kHalf))
+      in.cu_seqlens = batch.cu_seqlens.to(dev), in.max_seqlen = batch.max_seqlen;
   }
   std::vector<at::Tensor> router_logits;
   if (opt.router_aux_loss && cfg_.has_aux_loss) in.router_logits = &router_logits;
   prepare(in);
 
   auto h = at::embedding(w_.get("model.embed_tokens.weight"), ids, cfg_.pad_id);
-  for (int64_t i = 0; i < cfg_.n_layers; ++i) h = layer_forward(i, h, in);
-  h = norm("model.norm.weight", h);
-  auto logits = at::linear(h, w_.get(cfg_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+  const bool ckpt = opt.activation_checkpointing && at::GradMode::is_enabled();
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) h = ckpt ? checkpointed_layer(i, h, in_ptr) : layer_forward(i, h, in);
 
   ForwardOutput out;
-  if (batch.labels.defined()) out.loss_sum = causal_lm_loss_sum(logits, batch.labels.to(dev), &out.n_loss_tokens);
+  if (!opt.return_logits && !batch.labels.defined()) return out;  // routing only (scoring): no LM head
+  h = norm("model.norm.weight", h);
+  const auto head = w_.get(cfg_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  at::Tensor logits;
+  if (opt.return_logits) {
+    logits = nn::linear(h, head);
+    if (batch.labels.defined()) out.loss_sum = causal_lm_loss_sum(logits, batch.labels.to(dev), &out.n_loss_tokens);
+  } else {  // chunked: the [tokens, vocab] fp32 logits never exist whole
+    out.loss_sum = lm_loss_sum(h.reshape({-1, h.size(-1)}), head, shift_labels(batch.labels.to(dev)), &out.n_loss_tokens);
+  }
   if (!router_logits.empty()) {
     out.aux_loss = load_balancing_loss(router_logits, n_experts_, top_k_, in.valid_T);
     // HF adds coef * aux to the mean loss; in sum form that is coef * aux * n_tokens.
@@ -280,3 +377,26 @@ void DecoderModel::load_adapter_tensors(const std::map<std::string, at::Tensor>&
 }
 
 }  // namespace esft::nn
+
+namespace esft {
+
+void add_document_layout(Batch& b) {
+  if (!b.doc_ids.defined()) return;
+  auto doc = b.doc_ids.to(at::kCPU, at::kLong).contiguous();
+  const int64_t B = doc.size(0), S = doc.size(1);
+  const int64_t* d = doc.data_ptr<int64_t>();
+  std::vector<int32_t> cu{0};
+  int64_t longest = 0;
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t t = 0; t < S; ++t) {
+      const int64_t i = r * S + t;
+      if (t + 1 == S || d[i + 1] != d[i]) {  // a document (or padding run) ends at token i
+        longest = std::max<int64_t>(longest, i + 1 - cu.back());
+        cu.push_back(int32_t(i + 1));
+      }
+    }
+  b.cu_seqlens = at::tensor(cu, at::kInt);
+  b.max_seqlen = longest;
+}
+
+}  // namespace esft

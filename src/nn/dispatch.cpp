@@ -10,7 +10,8 @@ at::Tensor LocalDispatcher::dispatch(const at::Tensor& x, const at::Tensor& slot
   plan->top_k = K;
   // Stable, so rows of one expert keep token order (as HF's per-expert loop sees them).
   plan->row_source_M = std::get<1>(at::sort(flat, /*stable=*/true, 0, false));
-  plan->counts_E = at::bincount(flat, {}, n_slots);
+  // scatter_add, not bincount: CUDA's bincount reads the maximum back to size its output (a sync).
+  plan->counts_E = at::zeros({n_slots}, flat.options()).scatter_add_(0, flat, at::ones_like(flat));
   plan->host_counts.clear();
   if (need_host_counts) {
     auto c = plan->counts_E.to(at::kCPU);

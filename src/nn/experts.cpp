@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "esft/error.h"
+#include "esft/nn/ops.h"
 #include "esft/nn/packed_experts.h"
 
 namespace esft::nn {
@@ -48,9 +49,9 @@ at::Tensor bank_forward(const ExpertsSpec& spec, const ExpertWeights& w, const a
     const int64_t n = host_counts[e];
     if (n == 0) continue;
     auto xe = x.narrow(0, off, n);
-    auto h = spec.bias ? at::linear(xe, gu[e], w.gate_up_bias[e].to(dtype)) : at::linear(xe, gu[e]);
+    auto h = spec.bias ? nn::linear(xe, gu[e], w.gate_up_bias[e].to(dtype)) : nn::linear(xe, gu[e]);
     auto a = gated_activation(spec, h);
-    outs.push_back(spec.bias ? at::linear(a, dn[e], w.down_bias[e].to(dtype)) : at::linear(a, dn[e]));
+    outs.push_back(spec.bias ? nn::linear(a, dn[e], w.down_bias[e].to(dtype)) : nn::linear(a, dn[e]));
     off += n;
   }
   return at::cat(outs, 0);
@@ -196,11 +197,13 @@ bool ExpertBanks::needs_host_counts(const at::Tensor& x) const {
 
 at::Tensor ExpertBanks::compute(const at::Tensor& x, const at::Tensor& counts_E, const std::vector<int64_t>& host) const {
   const int64_t n_train = train_.ids.size(), n_frozen = frozen_.ids.size();
+  last_trained_rows_ = n_frozen == 0 ? x.size(0) : 0;
   if (n_train == 0) return frozen_forward(x, counts_E, host.empty() ? nullptr : host.data());
   if (n_frozen == 0) return bank_forward(spec_, train_.w, x, counts_E, host.empty() ? nullptr : host.data());
   ESFT_CHECK(int64_t(host.size()) == n_train + n_frozen, "expert banks: row counts missing on the host");
   int64_t m_train = 0;
   for (int64_t s = 0; s < n_train; ++s) m_train += host[s];
+  last_trained_rows_ = m_train;
   const int64_t M = x.size(0);
   auto a = bank_forward(spec_, train_.w, x.narrow(0, 0, m_train), counts_E.narrow(0, 0, n_train), host.data());
   auto b = frozen_forward(x.narrow(0, m_train, M - m_train), counts_E.narrow(0, n_train, n_frozen), host.data() + n_train);

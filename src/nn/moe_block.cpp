@@ -8,9 +8,9 @@
 namespace esft::nn {
 
 at::Tensor gated_mlp(const ParamStore& w, const std::string& p, const at::Tensor& x) {
-  auto g = at::linear(x, w.get(p + "gate_proj.weight"));
-  auto u = at::linear(x, w.get(p + "up_proj.weight"));
-  return at::linear(at::silu(g) * u, w.get(p + "down_proj.weight"));
+  auto g = nn::linear(x, w.get(p + "gate_proj.weight"));
+  auto u = nn::linear(x, w.get(p + "up_proj.weight"));
+  return nn::linear(at::silu(g) * u, w.get(p + "down_proj.weight"));
 }
 
 void load_gated_mlp(const std::string& p, int64_t H, int64_t I, WeightSource& src, ParamStore& store, ParamGroup g) {
@@ -63,7 +63,7 @@ at::Tensor MoeBlock::forward(const at::Tensor& x, const ParamStore& w, RouterOut
   auto y = dispatcher_->combine(banks_->compute(rows, plan.counts_E, plan.host_counts), routing->weights_TK, plan);
   if (spec_.shared.inter > 0) {
     auto s = gated_mlp(w, prefix_ + spec_.shared.name + ".", x);
-    if (!spec_.shared.gate_name.empty()) s = at::sigmoid(at::linear(x, w.get(prefix_ + spec_.shared.gate_name + ".weight"))) * s;
+    if (!spec_.shared.gate_name.empty()) s = at::sigmoid(nn::linear(x, w.get(prefix_ + spec_.shared.gate_name + ".weight"))) * s;
     y = y + s;
   }
   return y;

@@ -2,6 +2,20 @@
 
 namespace esft::nn {
 
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  constexpr int64_t kMinRows = 12;
+  const int64_t rows = x.dim() ? x.numel() / std::max<int64_t>(x.size(-1), 1) : 0;
+  if (!x.is_cuda() && rows > 0 && rows < kMinRows) {
+    auto x2 = x.reshape({rows, x.size(-1)});
+    auto padded = at::cat({x2, at::zeros({kMinRows - rows, x.size(-1)}, x.options())}, 0);
+    auto y = b.defined() ? at::linear(padded, w, b) : at::linear(padded, w);
+    auto shape = x.sizes().vec();
+    shape.back() = w.size(0);
+    return y.narrow(0, 0, rows).reshape(shape);
+  }
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   auto x32 = x.to(at::kFloat);
   auto var = x32.pow(2).mean(-1, /*keepdim=*/true);

@@ -6,6 +6,7 @@
 
 #include "esft/error.h"
 #include "esft/nn/experts.h"
+#include "esft/nn/ops.h"
 
 namespace esft::nn {
 
@@ -38,7 +39,7 @@ at::Tensor packed_matmul(const at::Tensor& x, const PackedExperts& p, ExpertProj
     if (counts[e] == 0) continue;
     auto w = p.unpack(proj, e, 1, dtype)[0];
     auto xe = x.narrow(0, off, counts[e]);
-    outs.push_back(input_grad ? at::mm(xe, w) : at::mm(xe, w.t()));
+    outs.push_back(nn::linear(xe, input_grad ? w.t() : w));  // row-stable on the CPU (ops.h)
     off += counts[e];
   }
   return at::cat(outs, 0);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "esft/error.h"
+#include "esft/nn/ops.h"
 
 namespace esft::nn {
 
@@ -35,11 +36,8 @@ at::Tensor limit_to_groups(const RouterSpec& spec, const at::Tensor& choice_TE) 
 RouterOutput route(const RouterSpec& spec, const at::Tensor& x, const RouterWeights& w) {
   RouterOutput r;
   const auto dtype = x.scalar_type();
-  if (spec.logits_fp32)
-    r.logits_TE = at::linear(x.to(at::kFloat), w.weight_EH.to(at::kFloat),
-                             spec.router_bias ? w.bias_E.to(at::kFloat) : at::Tensor());
-  else
-    r.logits_TE = spec.router_bias ? at::linear(x, w.weight_EH.to(dtype), w.bias_E.to(dtype)) : at::linear(x, w.weight_EH.to(dtype));
+  const auto ct = spec.logits_fp32 ? at::kFloat : dtype;
+  r.logits_TE = nn::linear(x.to(ct), w.weight_EH.to(ct), spec.router_bias ? w.bias_E.to(ct) : at::Tensor());
 
   at::Tensor weights, ids;
   if (spec.score == RouterScore::SoftmaxOfTopK) {
@@ -82,7 +80,7 @@ at::Tensor load_balancing_loss(const std::vector<at::Tensor>& logits, int64_t E,
     auto p = at::softmax(l, -1);
     auto sel = std::get<1>(at::topk(p, k, -1)).reshape({-1});
     if (!valid.defined()) {
-      tokens_per_expert = tokens_per_expert + at::bincount(sel, {}, E).to(at::kFloat);
+      tokens_per_expert = tokens_per_expert + at::zeros({E}, f32).scatter_add(0, sel, at::ones(sel.sizes(), f32));
       prob_sum = prob_sum + p.to(at::kFloat).sum(0);
       rows = rows + double(p.size(0));
     } else {

@@ -1,6 +1,21 @@
+// The scoring engine. Samples are packed into batches of up to --batch-tokens tokens, one row with
+// document masking (attention and positions restart per sample), so each sample is routed as if
+// it ran alone. The router hook only keeps each layer's decision on the device; after a forward
+// they are copied to pinned host memory in one go, without waiting, and a writer thread turns
+// them into the reference's log lines (one per sample and layer, layers in parallel) while the
+// device runs the next batch.
 #include "esft/score.h"
 
+#include <ATen/Parallel.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "esft/data.h"
 #include "esft/error.h"
@@ -13,19 +28,106 @@
 namespace esft {
 namespace {
 
-// Router hook that feeds the reference-format routing statistics.
-class StatsObserver : public RoutingObserver {
+// Keeps every MoE layer's routing of one forward on the device.
+struct DeviceRouting : RoutingObserver {
+  std::map<int, std::pair<at::Tensor, at::Tensor>> layers;
+  void on_routing(int layer, const at::Tensor& ids, const at::Tensor& w) override { layers[layer] = {ids, w}; }
+};
+
+// One batch's routing on its way to the logs: [L,T,K] ids and weights in (pinned) host memory,
+// the event that says the copy is done, and where each sample's tokens are.
+struct HostBatch {
+  at::Tensor ids, weights;
+  std::optional<c10::Event> copied;
+  std::vector<std::pair<int64_t, int64_t>> samples;  // (first token, tokens)
+};
+
+// Writes batches in order on its own thread; the queue holds at most two, so the device runs at
+// most two batches ahead of the logs.
+class LogWriter {
  public:
-  explicit StatsObserver(RoutingStats& stats) : stats_(stats) {}
-  void on_routing(int layer, const at::Tensor& ids_TK, const at::Tensor& w_TK) override {
-    auto ids = ids_TK.to(at::kCPU, at::kLong).contiguous();
-    auto w = w_TK.to(at::kCPU, at::kFloat).contiguous();
-    stats_.add(layer, ids.data_ptr<int64_t>(), w.data_ptr<float>(), ids.size(0));
+  LogWriter(RoutingStats& stats, std::vector<int> layers) : stats_(stats), layers_(std::move(layers)) {
+    stats_.prepare_layers(layers_);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~LogWriter() { close(); }
+  void push(HostBatch b) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return queue_.size() < 2 || error_; });
+    rethrow();
+    queue_.push_back(std::move(b));
+    cv_.notify_all();
+  }
+  // Waits for everything written; rethrows a writer error.
+  void close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+    rethrow();
   }
 
  private:
+  void rethrow() {
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+  void run() {
+    try {
+      for (;;) {
+        HostBatch b;
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          cv_.wait(lock, [&] { return !queue_.empty() || done_; });
+          if (queue_.empty()) return;
+          b = std::move(queue_.front());
+          queue_.pop_front();
+          cv_.notify_all();
+        }
+        if (b.copied) b.copied->synchronize();
+        const int64_t T = b.ids.size(1), K = b.ids.size(2);
+        const int64_t* ids = b.ids.data_ptr<int64_t>();
+        const float* w = b.weights.data_ptr<float>();
+        at::parallel_for(0, int64_t(layers_.size()), 1, [&](int64_t lo, int64_t hi) {
+          for (int64_t l = lo; l < hi; ++l)
+            for (auto [first, n] : b.samples)
+              stats_.add(layers_[l], ids + (l * T + first) * K, w + (l * T + first) * K, n);
+        });
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      error_ = std::current_exception();
+      cv_.notify_all();
+    }
+  }
+
   RoutingStats& stats_;
+  std::vector<int> layers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<HostBatch> queue_;
+  bool done_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
 };
+
+// Consecutive samples packed into batches of at most batch_tokens (a longer sample goes alone);
+// batch_tokens 0: one sample per batch.
+std::vector<std::vector<size_t>> make_batches(const std::vector<Sample>& samples, const std::vector<size_t>& picked,
+                                              int64_t max_length, int64_t batch_tokens) {
+  std::vector<std::vector<size_t>> out;
+  int64_t filled = 0;
+  for (size_t idx : picked) {
+    int64_t n = samples[idx].input_ids.size();
+    if (max_length > 0) n = std::min(n, max_length);
+    if (n == 0) continue;
+    if (out.empty() || batch_tokens <= 0 || filled + n > batch_tokens) out.emplace_back(), filled = 0;
+    out.back().push_back(idx);
+    filled += n;
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -33,6 +135,7 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   ESFT_CHECK(opt.world_size >= 1 && opt.rank >= 0 && opt.rank < opt.world_size, "--rank must be in [0, --world-size)");
   ESFT_CHECK(opt.n_sample_tokens >= 0, "--n-sample-tokens must be >= 0 (0 = all data)");
   ESFT_CHECK(opt.max_length >= 0, "--max-length must be >= 0 (0 = no limit)");
+  ESFT_CHECK(opt.batch_tokens >= 0, "--batch-tokens must be >= 0 (0 = one sample per forward)");
   auto rt = resolve_runtime(opt.device, opt.dtype);
   fs::create_directories(opt.output);
 
@@ -49,30 +152,65 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
 
   log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
   auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
+  const at::Device dev(rt.device);
   RoutingStats stats(model->n_routed_experts(), model->top_k(), opt.output / fmt::format("rank_{}", opt.rank));
-  StatsObserver observer(stats);
+  const auto layers = model->moe_layers();
+  LogWriter writer(stats, layers);
 
   at::InferenceMode im;
   ProgressBar bar("score", planned, "tok");
   ScoreResult res;
   double loss_sum = 0, t_first = 0;  // the first forward pays one-off set-up: throughput is reported without it too
   int64_t loss_tokens = 0, n_first = 0;
-  for (size_t idx : picked) {
-    const auto& s = samples[idx];
-    int64_t n = opt.max_length > 0 ? std::min<int64_t>(s.input_ids.size(), opt.max_length) : s.input_ids.size();
-    if (n == 0) continue;
-    auto ids = at::tensor(std::vector<int64_t>(s.input_ids.begin(), s.input_ids.begin() + n), at::kLong).unsqueeze(0);
-    auto labels = at::tensor(std::vector<int64_t>(s.labels.begin(), s.labels.begin() + n), at::kLong).unsqueeze(0);
+  const auto pinned = at::TensorOptions().device(at::kCPU).pinned_memory(dev.is_cuda());
+  for (const auto& batch : make_batches(samples, picked, opt.max_length, opt.batch_tokens)) {
+    // One row: the samples end to end, positions restarting, attention only within a sample.
+    std::vector<int64_t> ids, labels, pos, doc;
+    HostBatch hb;
+    for (size_t j = 0; j < batch.size(); ++j) {
+      const auto& s = samples[batch[j]];
+      const int64_t n = opt.max_length > 0 ? std::min<int64_t>(s.input_ids.size(), opt.max_length) : s.input_ids.size();
+      hb.samples.push_back({int64_t(ids.size()), n});
+      for (int64_t t = 0; t < n; ++t)
+        ids.push_back(s.input_ids[t]), labels.push_back(s.labels[t]), pos.push_back(t), doc.push_back(int64_t(j));
+    }
+    const int64_t T = ids.size();
+    Batch b{at::tensor(ids, at::kLong).view({1, T}), {}, {}, {}};
+    if (batch.size() > 1) {
+      b.position_ids = at::tensor(pos, at::kLong).view({1, T});
+      b.doc_ids = at::tensor(doc, at::kLong).view({1, T});
+      add_document_layout(b);
+    }
+    // The loss is only computed when asked for: without labels the LM head does not run at all.
+    // Labels restart per sample (a sample's first label predicted from another sample is masked).
+    if (opt.report_loss) {
+      for (auto [first, n] : hb.samples) labels[first] = kIgnoreIndex;
+      b.labels = at::tensor(labels, at::kLong).view({1, T});
+    }
+    DeviceRouting routing;
     ForwardOptions fo;
     fo.return_logits = false;
-    fo.observer = &observer;
-    auto r = model->forward(Batch{ids, labels, {}, {}}, fo);
+    fo.observer = &routing;
+    auto r = model->forward(b, fo);
+    std::vector<at::Tensor> all_ids, all_w;
+    for (int l : layers) all_ids.push_back(routing.layers.at(l).first), all_w.push_back(routing.layers.at(l).second);
+    auto dev_ids = at::stack(all_ids).to(at::kLong), dev_w = at::stack(all_w).to(at::kFloat);
+    hb.ids = at::empty(dev_ids.sizes(), pinned.dtype(at::kLong));
+    hb.weights = at::empty(dev_w.sizes(), pinned.dtype(at::kFloat));
+    hb.ids.copy_(dev_ids, /*non_blocking=*/true);
+    hb.weights.copy_(dev_w, /*non_blocking=*/true);
+    if (dev.is_cuda()) {
+      hb.copied.emplace(dev.type());
+      hb.copied->record(c10::impl::getDeviceGuardImpl(dev.type())->getStream(dev));
+    }
+    writer.push(std::move(hb));
     if (r.n_loss_tokens > 0) loss_sum += r.loss_sum.item<double>(), loss_tokens += r.n_loss_tokens;
-    res.tokens += n;
-    ++res.samples;
+    res.tokens += T;
+    res.samples += batch.size();
     if (!n_first) n_first = res.tokens, t_first = bar.elapsed_s();
     bar.update(res.tokens);
   }
+  writer.close();
   bar.finish();
   stats.finish();
 
@@ -92,7 +230,7 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   res.mean_loss = loss_tokens ? loss_sum / loss_tokens : 0;
   log_info(fmt::format("scored {} samples, {} tokens in {:.1f}s ({:.0f} tok/s{}){}; wrote {}", res.samples, res.tokens,
                        res.seconds, res.tokens / std::max(res.seconds, 1e-9),
-                       res.steady_tokens_per_s > 0 ? fmt::format(", {:.0f} tok/s after the first sample", res.steady_tokens_per_s) : "",
+                       res.steady_tokens_per_s > 0 ? fmt::format(", {:.0f} tok/s after the first batch", res.steady_tokens_per_s) : "",
                        loss_tokens ? fmt::format(", mean loss {:.4f}", res.mean_loss) : "",
                        (opt.output / "summary.json").string()));
   return res;

@@ -49,7 +49,9 @@ std::string RenderedChat::trained_text() const {
 
 std::string ChatFormat::describe() const {
   std::string s = fmt::format("{} bos={} eos={}", name, nlohmann::json(bos_token).dump(), nlohmann::json(eos_token).dump());
-  if (name == "qwen") s += fmt::format(" think={} default_system={}", qwen_think, nlohmann::json(qwen_default_system).dump());
+  if (name == "qwen")
+    s += fmt::format(" think={} default_system={} tool_wrap={}", qwen_think, nlohmann::json(qwen_default_system).dump(),
+                     qwen_tool_wrap);
   if (name == "mixtral") s += fmt::format(" spaces={}", mixtral_spaces);
   if (name == "gpt-oss") s += fmt::format(" date={} reasoning={}", harmony_date, harmony_reasoning);
   if (add_bos) s += " add_bos";
@@ -188,24 +190,27 @@ std::string family_from_model(const ModelTextInfo& info) {
   return "";
 }
 
-// Qwen2/2.5 templates write a default system prompt as a literal: '<|im_start|>system\nYou are ...<|im_end|>\n'.
+// Qwen2/2.5 templates write a default system prompt as a string literal:
+// '<|im_start|>system\nYou are ...<|im_end|>\n', the newlines spelt as `\n` escapes in some
+// template files and as real newline characters inside the literal in others.
 std::string qwen_default_system(const std::string& t) {
-  const std::string head = "<|im_start|>system\\n";
-  for (size_t p = t.find(head); p != std::string::npos; p = t.find(head, p + 1)) {
-    size_t b = p + head.size(), e = t.find("<|im_end|>", b);
-    if (e == std::string::npos) continue;
-    std::string lit = t.substr(b, e - b);
-    if (lit.empty() || lit.find_first_of("'\"{}") != std::string::npos) continue;  // not a literal
-    std::string out;
-    for (size_t i = 0; i < lit.size(); ++i) {
-      if (lit[i] == '\\' && i + 1 < lit.size()) {
-        char c = lit[++i];
-        out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
-      } else {
-        out += lit[i];
+  for (const std::string head : {"<|im_start|>system\\n", "<|im_start|>system\n"}) {
+    for (size_t p = t.find(head); p != std::string::npos; p = t.find(head, p + 1)) {
+      size_t b = p + head.size(), e = t.find("<|im_end|>", b);
+      if (e == std::string::npos) continue;
+      std::string lit = t.substr(b, e - b);
+      if (lit.empty() || lit.find_first_of("'\"{}") != std::string::npos) continue;  // not a literal
+      std::string out;
+      for (size_t i = 0; i < lit.size(); ++i) {
+        if (lit[i] == '\\' && i + 1 < lit.size()) {
+          char c = lit[++i];
+          out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+        } else {
+          out += lit[i];
+        }
       }
+      return out;
     }
-    return out;
   }
   return "";
 }
@@ -255,6 +260,7 @@ ChatFormat resolve_chat_format(const std::string& name, const fs::path& model_di
   if (family == "qwen" && template_matches) {
     f.qwen_think = info.chat_template.find("<think>") != std::string::npos;
     f.qwen_default_system = qwen_default_system(info.chat_template);
+    f.qwen_tool_wrap = info.chat_template.find("<tool_response>") != std::string::npos;
   }
   if (family == "mixtral" && template_matches) f.mixtral_spaces = info.chat_template.find("' [INST] '") != std::string::npos;
   if (family == "gpt-oss") f.harmony_date = today();

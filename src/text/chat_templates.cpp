@@ -55,7 +55,8 @@ class EsftRenderer : public ChatRenderer {
 
 // ---- qwen: ChatML (Qwen2 / Qwen2.5 / Qwen3 templates) ----------------------------------------
 // system first: <|im_start|>system\n{s}<|im_end|>\n (Qwen2/2.5 put a default system prompt when
-// there is none); user/system/tool turns: <|im_start|>{role}\n{c}<|im_end|>\n; assistant:
+// there is none); user/system turns (and tool turns in the plain Qwen2 template):
+// <|im_start|>{role}\n{c}<|im_end|>\n, tool results otherwise wrapped into a user turn; assistant:
 // <|im_start|>assistant\n{c}<|im_end|>\n. Qwen3 (qwen_think): reasoning is taken from
 // reasoning_content or from "<think>...</think>" in the content, and assistant turns after the
 // last real user query get "<think>\n{r}\n</think>\n\n" (the last turn always, earlier ones when
@@ -90,7 +91,7 @@ class QwenRenderer : public ChatRenderer {
 
     for (int i = 0; i < n; ++i) {
       const auto& m = msgs[i];
-      if (m.role == "user" || (m.role == "system" && i > 0)) {
+      if (m.role == "user" || (m.role == "system" && i > 0) || (m.role == "tool" && !f_.qwen_tool_wrap)) {
         turn(m.role, m.content);
       } else if (m.role == "assistant") {
         std::string content = m.content, reasoning;

@@ -38,7 +38,19 @@ Batch make_batch(const std::vector<PackedRow>& rows, const std::vector<size_t>& 
       a_ids[b][t] = r.input_ids[t], a_lab[b][t] = r.labels[t], a_pos[b][t] = r.position_ids[t], a_doc[b][t] = r.doc_ids[t];
     *n_tokens += r.input_ids.size();
   }
-  return Batch{ids, labels, pos, doc};
+  Batch batch{ids, labels, pos, doc};
+  add_document_layout(batch);
+  return batch;
+}
+
+// The documents of a row (runs of equal doc ids; padding is none), for FLOP counts.
+void append_doc_lengths(const PackedRow& r, std::vector<int64_t>& out) {
+  for (size_t t = 0; t < r.doc_ids.size();) {
+    size_t e = t;
+    while (e < r.doc_ids.size() && r.doc_ids[e] == r.doc_ids[t]) ++e;
+    if (r.doc_ids[t] >= 0) out.push_back(int64_t(e - t));
+    t = e;
+  }
 }
 
 // Label tokens that count in the loss (labels shifted by one, as the model shifts them).
@@ -232,6 +244,8 @@ void run_training(const TrainOptions& opt) {
   log_info(fmt::format("loading {} on {} ({})", opt.model.string(), rt.device, at::toString(rt.dtype)));
   auto model = load_model(opt.model, LoadOptions{rt.device, rt.dtype});
   sel.check_against(model->moe_layers(), model->n_routed_experts(), model->architecture(), opt.expert_config.string());
+  if (opt.router_aux_loss && !model->has_router_aux_loss())
+    fail("--router-aux-loss: {} defines no router load-balancing loss", model->architecture());
   model->configure_training(sel);
   auto params = model->trainable_tensors();
   ESFT_CHECK(!params.empty(), "{}: selects nothing to train", opt.expert_config.string());
@@ -282,7 +296,6 @@ void run_training(const TrainOptions& opt) {
   std::ofstream metrics(metrics_path, start ? std::ios::app : std::ios::trunc);
   ESFT_CHECK(metrics.good(), "{}: cannot write", metrics_path.string());
   ProgressBar bar("train", total - start, "step");
-  const double active = double(model->active_parameters());
   std::vector<size_t> order;
   int64_t order_epoch = -1;
   for (int64_t step = start; step < total; ++step) {
@@ -300,19 +313,22 @@ void run_training(const TrainOptions& opt) {
 
     auto t0 = std::chrono::steady_clock::now();
     optim.zero_grad();
+    model->take_trained_expert_rows();  // count this step's only
     double loss_sum = 0;
     int64_t n_tokens = 0, n_counted = 0;
     for (size_t m = 0; m < batch_rows.size(); m += micro) {
       std::vector<size_t> idx(batch_rows.begin() + m, batch_rows.begin() + std::min(batch_rows.size(), size_t(m + micro)));
       int64_t tok;
-      auto out = model->forward(make_batch(rows, idx, &tok), ForwardOptions{false, nullptr, opt.router_aux_loss});
+      auto out = model->forward(make_batch(rows, idx, &tok),
+                                ForwardOptions{false, nullptr, opt.router_aux_loss, opt.activation_checkpointing});
       n_tokens += tok;
       n_counted += out.n_loss_tokens;
       if (n_items == 0) continue;
       // HF num_items_in_batch semantics: token-sum over the global batch / its label count, so
       // accumulating micro batches gives exactly the gradient of the whole batch.
       auto loss = out.loss_sum / double(n_items);
-      loss.backward();
+      // A micro-batch whose tokens reach no trained weight has nothing to differentiate.
+      if (loss.requires_grad()) loss.backward();
       loss_sum += out.loss_sum.item<double>();
     }
     ESFT_CHECK(n_counted == n_items, "step {}: the model counted {} loss tokens, the batch holds {}", step + 1, n_counted,
@@ -327,13 +343,22 @@ void run_training(const TrainOptions& opt) {
                           {"tokens", n_tokens}, {"loss_tokens", n_items}, {"tokens_per_s", tps}, {"seconds", dt}};
     std::string line = fmt::format("step {}/{} | loss {:.4f} | grad_norm {:.4f} | lr {:.3e} | tok/s {:.0f}", step + 1,
                                    total, loss, gnorm, lr, tps);
-    if (rt.device != "cpu" && opt.peak_tflops > 0) {
-      // Model FLOPs utilisation: 6 * active parameters per token (2 forward + 4 backward), the
-      // usual estimate; it ignores attention's S^2 term and that frozen weights need no weight
-      // gradient, so it is an upper-bound style figure comparable across runs.
-      double mfu = 6.0 * active * tps / (opt.peak_tflops * 1e12);
-      line += fmt::format(" | mfu {:.1f}%", 100 * mfu);
-      rec["mfu"] = mfu;
+    {
+      // The FLOPs this step needs: forward, input gradients from the first trained layer on,
+      // weight gradients of trained tensors only (experts: the rows routed to them), attention
+      // over the actual documents; activation-checkpointing recomputation is not counted.
+      FlopQuery fq;
+      fq.backward = true;
+      fq.lm_head_tokens = n_counted;
+      fq.trained_expert_rows = model->take_trained_expert_rows();
+      for (auto i : batch_rows) append_doc_lengths(rows[i], fq.doc_lengths);
+      const double tflops = model->flops(fq) / std::max(dt, 1e-9) / 1e12;
+      line += fmt::format(" | {:.1f} TFLOP/s", tflops);
+      rec["tflops"] = tflops;
+      if (rt.device != "cpu" && opt.peak_tflops > 0) {
+        line += fmt::format(" | mfu {:.1f}%", 100 * tflops / opt.peak_tflops);
+        rec["mfu"] = tflops / opt.peak_tflops;
+      }
     }
     const bool last = step + 1 == total;
     if (!eval_rows.empty() && ((opt.eval_steps > 0 && (step + 1) % opt.eval_steps == 0) || last)) {

@@ -96,10 +96,9 @@ MaskCheck runs_after_headers(const std::string& end_token, const std::vector<std
 // Renders N random conversations with the real Jinja template (python) and with esft: equal
 // strings (byte tokenizer, so the string is visible in the ids) and equal ids with the real
 // tokenizer (= HF tokenizers encoding the Jinja string). template_file replaces the tokenizer's.
-void check_jinja_parity(const std::string& family_dir, int n, int seed, const MaskCheck& check_masks,
+void check_jinja_parity(const fs::path& tok_dir, int n, int seed, const MaskCheck& check_masks,
                         const fs::path& template_file = {}) {
-  auto dir = test::temp_dir("chat-parity-" + family_dir);
-  auto tok_dir = test::shared_dir() / "tokenizers" / family_dir;
+  auto dir = test::temp_dir("chat-parity-" + tok_dir.filename().string());
   test::run_python("chat_template_parity.py", tok_dir.string() + " " + dir.string() + " " + std::to_string(n) + " " +
                                                   std::to_string(seed) + " " + template_file.string());
   auto convs = read_jsonl(dir / "convs.jsonl"), expected = read_jsonl(dir / "expected.jsonl");
@@ -134,12 +133,33 @@ void check_jinja_parity(const std::string& family_dir, int n, int seed, const Ma
 }
 
 TEST(Chat, Qwen3MatchesJinjaTemplate) {
-  check_jinja_parity("qwen3", 300, 1, runs_after_headers("<|im_end|>", {"<|im_start|>assistant\n"}));
+  check_jinja_parity(test::shared_dir() / "tokenizers/qwen3", 300, 1,
+                     runs_after_headers("<|im_end|>", {"<|im_start|>assistant\n"}));
 }
 
 TEST(Chat, DeepseekV3MatchesJinjaTemplate) {
-  check_jinja_parity("deepseek-v3", 300, 2,
+  check_jinja_parity(test::shared_dir() / "tokenizers/deepseek-v3", 300, 2,
                      runs_after_headers("<｜end▁of▁sentence｜>", {"<｜Assistant｜>", "<｜tool▁outputs▁end｜>"}));
+}
+
+// Qwen2(-MoE) chat models: the Qwen2 template with its default system prompt, written with real
+// newlines inside the string literals (as shared/chat_templates/qwen2.jinja is) or with `\n`
+// escapes (as other copies are); both must render as apply_chat_template does.
+TEST(Chat, Qwen2TemplateBothSpellingsMatchJinja) {
+  const auto real_newlines = read_file(test::shared_dir() / "chat_templates/qwen2.jinja");
+  std::string escaped;
+  for (char c : real_newlines) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+  ASSERT_NE(real_newlines, escaped);
+  for (auto [name, tmpl] : {std::pair{"qwen2-real-newlines", real_newlines}, {"qwen2-escaped", escaped}}) {
+    auto dir = test::temp_dir(name);
+    fs::copy_file(test::shared_dir() / "tokenizers/qwen3/tokenizer.json", dir / "tokenizer.json");
+    auto cfg = json::parse(read_file(test::shared_dir() / "tokenizers/qwen3/tokenizer_config.json"));
+    cfg["chat_template"] = tmpl;
+    write_file_atomic(dir / "tokenizer_config.json", cfg.dump());
+    write_file_atomic(dir / "config.json", R"({"model_type": "qwen2_moe", "architectures": ["Qwen2MoeForCausalLM"]})");
+    EXPECT_EQ(resolve_chat_format("auto", dir).qwen_default_system, "You are a helpful assistant.") << name;
+    check_jinja_parity(dir, 150, 4, runs_after_headers("<|im_end|>", {"<|im_start|>assistant\n"}));
+  }
 }
 
 // Harmony against GPT-OSS's chat template (shared/chat_templates/gpt-oss.jinja). The loss trains
@@ -165,7 +185,8 @@ TEST(Chat, GptOssMatchesJinjaTemplateAndTrainsTheFinalChannel) {
     EXPECT_EQ(runs.trained, want) << what << ": " << conv.dump();
     for (auto& before : runs.masked_before) EXPECT_TRUE(ends_with(before, "<|start|>assistant")) << what;
   };
-  check_jinja_parity("gpt-oss", 300, 3, harmony_runs, test::shared_dir() / "chat_templates" / "gpt-oss.jinja");
+  check_jinja_parity(test::shared_dir() / "tokenizers/gpt-oss", 300, 3, harmony_runs,
+                     test::shared_dir() / "chat_templates" / "gpt-oss.jinja");
 }
 
 // GPT-OSS's tokenizer files carry no Jinja template (the test above takes it from

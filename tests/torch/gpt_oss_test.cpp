@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "esft/error.h"
+#include "esft/model.h"
 #include "esft/nn/attention.h"
 #include "esft/nn/experts.h"
 #include "esft/nn/packed_experts.h"
@@ -172,20 +173,9 @@ TEST(PackedExperts, SplitsKeepTrainedExpertsAndRefuseToRepackThem) {
 
 // ---- fused sink attention ----------------------------------------------------------------------
 
-TEST(SinkAttention, VarlenLayoutCutsDocumentsAndPadding) {
-  auto doc = at::tensor(std::vector<int64_t>{0, 0, 0, 1, 1, -1, -1, 0, 0, 0, 0, 0, 0, 0}, at::kLong).view({2, 7});
-  auto v = varlen_layout(doc, 2, 7, 3, at::kCPU);
-  EXPECT_EQ(std::vector<int32_t>(v.cu_seqlens.data_ptr<int32_t>(), v.cu_seqlens.data_ptr<int32_t>() + v.cu_seqlens.numel()),
-            (std::vector<int32_t>{0, 3, 5, 6, 7, 14}));
-  EXPECT_EQ(v.max_len, 7);
-  EXPECT_EQ(v.window, 3);
-  auto plain = varlen_layout({}, 2, 7, 0, at::kCPU);
-  EXPECT_TRUE(at::equal(plain.cu_seqlens, at::tensor(std::vector<int32_t>{0, 7, 14}, at::kInt)));
-}
-
 // Fused against eager (CPU fp32, the reference path): outputs and the gradients of q, k, v and
-// the sinks, for causal rows, a sliding window and packed documents with padding, GQA 2:1. On a
-// GPU the fused path is flash attention in bf16 (varlen, window), compared with bf16 tolerances.
+// the sinks, for causal rows, a sliding window and packed documents, GQA 2:1. On a GPU the fused
+// path is flash attention in bf16 (varlen, window), compared with bf16 tolerances.
 TEST(SinkAttention, FusedEqualsEagerWithGradients) {
   const auto dev = test_device();
   const bool cuda = dev != "cpu";
@@ -193,17 +183,27 @@ TEST(SinkAttention, FusedEqualsEagerWithGradients) {
   auto g = at::make_generator<at::CPUGeneratorImpl>(11);
   auto q0 = at::randn({B, N, S, D}, g), k0 = at::randn({B, Nkv, S, D}, g), v0 = at::randn({B, Nkv, S, D}, g);
   auto sinks0 = at::randn({N}, g) * 2, gout = at::randn({B, N, S, D}, g);
-  auto doc = at::tensor(std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2},
+  auto doc = at::tensor(std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3},
                         at::kLong).view({B, S});
   const double scale = 0.3;
   for (auto [window, docs] : {std::pair{int64_t(0), false}, {int64_t(4), false}, {int64_t(0), true}, {int64_t(3), true}}) {
-    auto d = docs ? doc : at::Tensor();
+    // The mask (eager; the CPU kernel) and the same as sequences over the flattened rows (flash).
+    auto layout = [&, window = window, docs = docs](const std::string& on, bool sequences) {
+      AttentionLayout l;
+      l.window = window;
+      l.mask = attention_mask(docs ? doc : at::Tensor(), S, window, at::Device(on));
+      if (sequences) {
+        Batch b{at::zeros({B, S}, at::kLong), {}, {}, docs ? doc : at::zeros({B, S}, at::kLong)};
+        add_document_layout(b);
+        l.cu_seqlens = b.cu_seqlens.to(on), l.max_seqlen = b.max_seqlen;
+      }
+      return l;
+    };
     auto run = [&](bool fused, const std::string& on, at::ScalarType dtype) {
       auto leaf = [&](const at::Tensor& t) { return t.to(on, dtype).detach().set_requires_grad(true); };
       auto q = leaf(q0), k = leaf(k0), v = leaf(v0), sinks = leaf(sinks0);
-      auto mask = attention_mask(d, S, window, at::Device(on));
-      auto out = fused ? fused_sink_attention(q, k, v, mask, varlen_layout(d, B, S, window, at::Device(on)), scale, sinks)
-                       : attention(q, k, v, mask, scale, sinks).view({B, S, N, D}).transpose(1, 2);
+      auto out = fused ? fused_sink_attention(q, k, v, layout(on, true), scale, sinks)
+                       : attention(q, k, v, layout(on, false), scale, sinks).view({B, S, N, D}).transpose(1, 2);
       (out.to(at::kFloat) * gout.to(on)).sum().backward();
       return std::vector<at::Tensor>{out.detach(), q.grad(), k.grad(), v.grad(), sinks.grad()};
     };

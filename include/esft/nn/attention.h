@@ -37,27 +37,27 @@ struct AttentionSpec {
 // sliding_window > 0: keys limited to the last W positions (the query's own included).
 at::Tensor attention_mask(const at::Tensor& doc_ids_BS, int64_t seq_len, int64_t sliding_window, const at::Device& device);
 
-// The same mask for kernels that take none (flash attention's varlen mode): the B*S tokens cut
-// into causal segments, one per document (each padding token alone, so it sees itself only, as
-// in attention_mask), cu_seqlens [segments + 1] int32 on the device; window as above.
-struct VarlenLayout {
-  at::Tensor cu_seqlens;
-  int64_t max_len = 0, window = 0;
+// Who may attend to whom in one forward, for one sliding-window size: a mask, or (on CUDA in
+// 16-bit, where the flash kernel takes them) the documents as variable-length sequences, which
+// costs no S x S mask and no work across documents.
+struct AttentionLayout {
+  at::Tensor mask;        // as attention_mask gives it (undefined: plain causal)
+  at::Tensor cu_seqlens;  // int32 on the device: documents over the flattened B*S tokens
+  int64_t max_seqlen = 0;
+  int64_t window = 0;     // sliding window (0 = none), applied by the varlen kernel
 };
-VarlenLayout varlen_layout(const at::Tensor& doc_ids_BS, int64_t batch, int64_t seq_len, int64_t sliding_window,
-                           const at::Device& device);
 
-// Softmax attention; q [B,N,S,D], k/v [B,Nkv,S,D]; mask as attention_mask gives it; sinks_N
-// optional. Returns [B,S,N*Dv]. With sinks, on CUDA in bf16/fp16, and given varlen (the mask's
-// layout), the fused path below runs instead of the eager one.
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
-                     const at::Tensor& sinks_N = {}, const VarlenLayout* varlen = nullptr);
+// Softmax attention, causal within the layout; q [B,N,S,D], k/v [B,Nkv,S,D]; sinks_N optional.
+// Returns [B,S,N*Dv]. Sinks with cu_seqlens on CUDA in 16-bit take fused_sink_attention.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
+                     double scale, const at::Tensor& sinks_N = {});
 
-// Attention with sinks through a fused kernel that keeps no S x S matrix: flash attention
-// (varlen, sliding window) on CUDA, PyTorch's CPU flash kernel with `mask` on the CPU. Equal to
-// the eager path up to rounding, gradients included (attention.cpp says why). Returns [B,N,S,Dv].
-at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                                const VarlenLayout& varlen, double scale, const at::Tensor& sinks_N);
+// Attention with sinks through a fused kernel that keeps no S x S matrix: flash attention over
+// layout.cu_seqlens (with its window) on CUDA in 16-bit, PyTorch's CPU flash kernel with
+// layout.mask on the CPU. Equal to the eager path up to rounding, gradients included
+// (attention.cpp says why). Returns [B,N,S,Dv].
+at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const AttentionLayout& layout, double scale, const at::Tensor& sinks_N);
 
 // Loads prefix{q,k,v,o}_proj.{weight,bias}, prefix{q,k}_norm.weight, prefix sinks (prefix ends
 // in "self_attn.") into the store, shapes from the spec.
@@ -65,7 +65,6 @@ void load_attention_weights(const AttentionSpec& spec, const std::string& prefix
 
 // The whole attention block on x_BSH with rope tables cos/sin [B,S,rotary_dim].
 at::Tensor gqa_attention(const AttentionSpec& spec, const std::string& prefix, const ParamStore& w, const at::Tensor& x_BSH,
-                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                         const VarlenLayout* varlen = nullptr);
+                         const at::Tensor& cos, const at::Tensor& sin, const AttentionLayout& layout);
 
 }  // namespace esft::nn

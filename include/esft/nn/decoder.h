@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "esft/model.h"
@@ -50,16 +51,16 @@ struct LayerInputs {
   int64_t batch = 0, seq = 0;
   at::Tensor position_ids_BS, doc_ids_BS, valid_T;
   at::Tensor cos, sin;
-  const ForwardOptions* options = nullptr;
+  RoutingObserver* observer = nullptr;               // null while a checkpointed layer re-runs
   std::vector<at::Tensor>* router_logits = nullptr;  // collected for the aux loss when asked
-  // attention_mask() for this batch and a window (0 = full), built once per forward.
-  const at::Tensor& mask(int64_t window, const at::Device& device);
-  // The same as varlen_layout() for fused attention kernels, built once per forward.
-  const VarlenLayout& varlen(int64_t window, const at::Device& device);
+  bool recompute = false;                            // a checkpointed layer re-running in the backward
+  at::Tensor cu_seqlens;  // Batch::cu_seqlens on the device, when the varlen kernel can be used
+  int64_t max_seqlen = 0;
+  // The attention layout for a sliding window (0 = full), built once per forward and window.
+  const AttentionLayout& layout(int64_t window, const at::Device& device);
 
  private:
-  std::map<int64_t, at::Tensor> masks_;
-  std::map<int64_t, VarlenLayout> varlens_;
+  std::map<int64_t, AttentionLayout> layouts_;
 };
 
 class DecoderModel : public MoeModel {
@@ -71,6 +72,8 @@ class DecoderModel : public MoeModel {
   const at::Device& device() const override { return w_.device(); }
   bool has_router_aux_loss() const override { return cfg_.has_aux_loss; }
   int64_t active_parameters() const override;
+  double flops(const FlopQuery& q) const override;
+  int64_t take_trained_expert_rows() override { return std::exchange(trained_rows_, 0); }
 
   ForwardOutput forward(const Batch& batch, const ForwardOptions& opt) override;
   void configure_training(const ExpertSelection& sel) override;
@@ -102,6 +105,12 @@ class DecoderModel : public MoeModel {
   virtual void prepare(LayerInputs& in) const;  // rope tables
   at::Tensor mlp(int64_t layer, const at::Tensor& x_BSH, LayerInputs& in);
   virtual at::Tensor layer_forward(int64_t layer, const at::Tensor& h_BSH, LayerInputs& in);
+  // layer_forward keeping only the layer's input for the backward (activation checkpointing).
+  at::Tensor checkpointed_layer(int64_t layer, const at::Tensor& h_BSH, const std::shared_ptr<LayerInputs>& in);
+  // The trained leaf tensors a decoder layer uses.
+  std::vector<at::Tensor> layer_trainables(int64_t layer) const;
+  // FLOPs of the attention core (scores and weighted values) over `pairs` query-key pairs.
+  virtual double attention_core_flops(int64_t layer, double pairs) const;
 
   DecoderConfig cfg_;
   at::ScalarType dtype_;
@@ -111,6 +120,7 @@ class DecoderModel : public MoeModel {
   WeightSource* src_;  // during loading only
   std::map<int64_t, std::unique_ptr<MoeBlock>> moe_;
   int n_experts_ = 0, top_k_ = 0;
+  int64_t trained_rows_ = 0;
 };
 
 // Config-reading helpers shared by the family files.

@@ -67,6 +67,9 @@ class ExpertBanks {
   // Expert outputs for rows grouped by slot; counts_E per slot (device), host_counts when needed.
   at::Tensor compute(const at::Tensor& x_MH, const at::Tensor& counts_E, const std::vector<int64_t>& host_counts) const;
 
+  // Rows of the last compute() that went to trained experts (for FLOP counts).
+  int64_t last_trained_rows() const { return last_trained_rows_; }
+
   // The trainable bank's leaf tensors: gate_up, down (and biases), fp32.
   ExpertWeights trainable() const;
   // One expert's weights in the storage precision (trainable ones: their fp32 master copy;
@@ -89,6 +92,7 @@ class ExpertBanks {
   at::ScalarType orig_dtype_;
   Bank train_, frozen_;
   at::Tensor slot_of_expert_;
+  mutable int64_t last_trained_rows_ = 0;
 };
 
 }  // namespace esft::nn

@@ -14,9 +14,11 @@ at::Tensor rms_norm_fp32_weight(const at::Tensor& x, const at::Tensor& weight, d
 // (HF ForCausalLMLoss with reduction "sum"). *n_tokens receives the number of such positions.
 at::Tensor causal_lm_loss_sum(const at::Tensor& logits_BSV, const at::Tensor& labels_BS, int64_t* n_tokens);
 
-// Linear with an optional bias (undefined tensor = none).
-inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
-  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
-}
+// x @ w^T (+ b; undefined = none): every matmul of the models goes through here. On the CPU a
+// product of fewer than 12 rows is padded to 12, because MKL takes a differently-rounding path
+// for such small ones, and a token's result must not depend on how many other tokens share its
+// matmul (packed scoring equals one sample per forward bit for bit, a checkpoint re-run equals
+// its first run).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
 }  // namespace esft::nn
