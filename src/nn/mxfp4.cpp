@@ -13,30 +13,29 @@ namespace {
 constexpr float kFp4[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
                             -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-// transformers scales with torch.ldexp(v, s - 127), which rounds the exact product v * 2^(s-127)
-// once: 0 stays 0 and 0.5 * 2^128 is 2^127 even though 2^128 itself overflows. Both factors
-// here are exact instead: byte -> (2 * low-nibble value, 2 * high-nibble value) [256, 2] and
-// E8M0 byte s -> 2^(s-128) [256] (from 2^-128, a subnormal, to 2^127). One multiplication then
-// rounds the exact product once, as ldexp does.
-struct Tables {
-  at::Tensor pairs, scales;
-};
-
-const Tables& tables(const at::Device& device, at::ScalarType dtype) {
+// One table holds every (scale, byte) pair: entry 256 * s + b is (low-nibble value, high-nibble
+// value) * 2^(s-127) in the dtype, [65536, 2] (256 KiB in bf16, cache resident). transformers
+// scales with torch.ldexp(v, s - 127), which rounds the exact product once: 0 stays 0, and
+// 0.5 * 2^128 is 2^127 though 2^128 itself overflows. The entries are computed so: twice the
+// value (exact) times 2^(s-128) (exact, 2^-128 a subnormal) is the exact product in fp32 unless
+// it overflows (then inf, as ldexp gives), and rounding that to the dtype rounds once.
+const at::Tensor& table(const at::Device& device, at::ScalarType dtype) {
   static std::mutex mu;
-  static std::map<std::pair<std::string, at::ScalarType>, Tables> cache;
+  static std::map<std::pair<std::string, at::ScalarType>, at::Tensor> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto key = std::make_pair(device.str(), dtype);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  std::vector<float> pairs(512), scales(256);
-  for (int b = 0; b < 256; ++b) pairs[2 * b] = 2 * kFp4[b & 0x0F], pairs[2 * b + 1] = 2 * kFp4[b >> 4];
-  for (int s = 0; s < 256; ++s) scales[s] = std::ldexp(1.0f, s - 128);
-  auto to = [&](std::vector<float>& v, std::vector<int64_t> shape) {
-    // clone: from_blob borrows v, and to() returns the same tensor when nothing changes
-    return at::from_blob(v.data(), shape, at::kFloat).clone().to(device, dtype);  // exact values
-  };
-  return cache.emplace(key, Tables{to(pairs, {256, 2}), to(scales, {256})}).first->second;
+  std::vector<float> t(65536 * 2);
+  for (int sc = 0; sc < 256; ++sc) {
+    const float p = std::ldexp(1.0f, sc - 128);
+    for (int b = 0; b < 256; ++b) {
+      t[2 * (256 * sc + b)] = (2 * kFp4[b & 0x0F]) * p;
+      t[2 * (256 * sc + b) + 1] = (2 * kFp4[b >> 4]) * p;
+    }
+  }
+  // clone: from_blob borrows t, and to() returns the same tensor when nothing changes
+  return cache.emplace(key, at::from_blob(t.data(), {65536, 2}, at::kFloat).clone().to(device, dtype)).first->second;
 }
 
 }  // namespace
@@ -47,24 +46,19 @@ at::Tensor mxfp4_dequantize(const at::Tensor& blocks, const at::Tensor& scales, 
              at::toString(scales.scalar_type()));
   ESFT_CHECK(blocks.dim() >= 2 && blocks.size(-1) == 16 && scales.sizes() == blocks.sizes().slice(0, blocks.dim() - 1),
              "MXFP4: blocks {} and scales {} do not match ([..., G, 16] and [..., G])", blocks.sizes(), scales.sizes());
-  // Twice an FP4 value times 2^(s-128) is exact in fp32 unless it overflows (inf, as ldexp), and
-  // fp32 and bf16 share the exponent range: multiplying in those dtypes rounds once. Other dtypes
-  // (fp16: narrower range) multiply in fp32 and round once to the dtype.
-  const bool direct = dtype == at::kFloat || dtype == at::kBFloat16;
-  const auto& t = tables(blocks.device(), direct ? dtype : at::kFloat);
+  const auto& t = table(blocks.device(), dtype);
   const int64_t rows = scales.numel();
-  auto b = blocks.reshape({rows, 16}), s = scales.reshape({rows});
+  auto b = blocks.reshape({rows, 16}), s = scales.reshape({rows, 1});
   auto out = at::empty({rows, 32}, blocks.options().dtype(dtype));
-  // 32-value blocks per pass: bounds the index temporaries (4 bytes per packed byte) and, on the
-  // GPU, keeps the number of kernel launches small.
+  // Two passes per chunk of 32-value blocks: the table index 256 * scale + byte (uint8 read,
+  // int32 written, one kernel) and a gather straight into the output. Chunks bound the int32
+  // temporary; on the GPU they are large, so few launches.
   const int64_t chunk = int64_t(1) << (blocks.is_cuda() ? 22 : 20);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
-    auto vals = t.pairs.index_select(0, b.narrow(0, r0, n).reshape({-1}).to(at::kInt)).view({n, 32});
-    auto scale = t.scales.index_select(0, s.narrow(0, r0, n).to(at::kInt)).view({n, 1});
-    auto dst = out.narrow(0, r0, n);
-    if (direct) at::mul_out(dst, vals, scale);
-    else dst.copy_(vals * scale);
+    auto idx = at::add(b.narrow(0, r0, n), s.narrow(0, r0, n).to(at::kInt).mul_(256));  // [n, 16] int32
+    auto dst = out.narrow(0, r0, n).view({n * 16, 2});
+    at::index_select_out(dst, t, 0, idx.view({-1}));
   }
   auto shape = scales.sizes().vec();
   shape.back() *= 32;
