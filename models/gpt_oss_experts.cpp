@@ -35,7 +35,9 @@ ExpertWeights GptOssExpertCodec::load(WeightSource& src, const at::Device& dev, 
   const std::string p = prefix_ + ".";
   ExpertWeights w;
   bias_dtype_ = src.dtype(p + "gate_up_proj_bias");
-  w.gate_up_bias = src.take(p + "gate_up_proj_bias", {E, 2 * I}).index_select(1, deinterleave_).to(dev, dtype);
+  // (a random source makes tensors on the device already: the index goes where the tensor is)
+  auto deinterleave = [&](const at::Tensor& t) { return t.index_select(1, deinterleave_.to(t.device())); };
+  w.gate_up_bias = deinterleave(src.take(p + "gate_up_proj_bias", {E, 2 * I})).to(dev, dtype);
   w.down_bias = src.take(p + "down_proj_bias", {E, H}).to(dev, dtype);
   if (src.has(p + "gate_up_proj_blocks")) {
     ESFT_CHECK(H % 32 == 0 && I % 32 == 0, "{}: MXFP4 experts need hidden_size ({}) and intermediate_size ({}) to be "
@@ -48,13 +50,13 @@ ExpertWeights GptOssExpertCodec::load(WeightSource& src, const at::Device& dev, 
     auto gus = src.take(p + "gate_up_proj_scales", {E, 2 * I, H / 32});
     auto dnb = src.take(p + "down_proj_blocks", {E, H, I / 32, 16});
     auto dns = src.take(p + "down_proj_scales", {E, H, I / 32});
-    w.packed = std::make_shared<Mxfp4Experts>(gub.index_select(1, deinterleave_).to(dev),
-                                              gus.index_select(1, deinterleave_).to(dev), dnb.to(dev), dns.to(dev), dtype);
+    w.packed = std::make_shared<Mxfp4Experts>(deinterleave(gub).to(dev), deinterleave(gus).to(dev), dnb.to(dev),
+                                              dns.to(dev), dtype);
     *orig = at::kBFloat16;  // transformers dequantizes MXFP4 to bf16, which holds every value exactly
     return w;
   }
   *orig = src.dtype(p + "gate_up_proj");
-  w.gate_up = src.take(p + "gate_up_proj", {E, H, 2 * I}).transpose(1, 2).index_select(1, deinterleave_).to(dev, dtype);
+  w.gate_up = deinterleave(src.take(p + "gate_up_proj", {E, H, 2 * I}).transpose(1, 2)).to(dev, dtype);
   w.down = src.take(p + "down_proj", {E, I, H}).transpose(1, 2).to(dev, dtype).contiguous();
   return w;
 }

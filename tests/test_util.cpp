@@ -8,8 +8,16 @@
 
 namespace esft::test {
 
+namespace {
+// Build-time paths, overridable from the environment (a test binary run on another machine).
+std::string setting(const char* env, const char* built_in) {
+  const char* v = std::getenv(env);
+  return v && *v ? v : built_in;
+}
+}  // namespace
+
 fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::path(ESFT_BINARY_DIR) / "test-tmp" / (name + "-" + std::to_string(::getpid()));
+  fs::path p = fs::path(setting("ESFT_TEST_TMP", ESFT_BINARY_DIR "/test-tmp")) / (name + "-" + std::to_string(::getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
@@ -22,14 +30,14 @@ int run(const std::string& cmd) {
 }
 
 void run_python(const std::string& script, const std::string& args) {
-  std::string cmd = std::string(ESFT_PYTHON) + " " + (source_dir() / "tests/python" / script).string() + " " + args;
+  std::string cmd = setting("ESFT_TEST_PYTHON", ESFT_PYTHON) + " " + (source_dir() / "tests/python" / script).string() + " " + args;
   int rc = run(cmd);
   ASSERT_EQ(rc, 0) << "python reference failed: " << cmd;
 }
 
-fs::path source_dir() { return ESFT_SOURCE_DIR; }
-fs::path shared_dir() { return ESFT_SHARED_DIR; }
-std::string esft_bin() { return ESFT_BIN; }
+fs::path source_dir() { return setting("ESFT_TEST_SOURCE_DIR", ESFT_SOURCE_DIR); }
+fs::path shared_dir() { return setting("ESFT_TEST_SHARED_DIR", ESFT_SHARED_DIR); }
+std::string esft_bin() { return setting("ESFT_TEST_BIN", ESFT_BIN); }
 
 std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
   std::vector<nlohmann::json> out;

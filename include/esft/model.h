@@ -98,6 +98,7 @@ class MoeModel {
   virtual std::string architecture() const = 0;
   virtual std::vector<int> moe_layers() const = 0;  // HF decoder-layer indices of the MoE layers
   virtual int n_routed_experts() const = 0;
+  virtual int64_t vocab_size() const = 0;
   virtual int top_k() const = 0;
   virtual const at::Device& device() const = 0;
   // Whether the family defines the router load-balancing loss (DeepSeek and GLM do not).

@@ -15,7 +15,9 @@ struct Runtime {
 // Fails clearly when cuda is asked for but not available.
 Runtime resolve_runtime(const std::string& device, const std::string& dtype);
 
-// Peak bytes allocated by the CUDA caching allocator on that device since start (0 on CPU).
+// Peak GiB allocated by the CUDA caching allocator on that device since start or the last reset
+// (0 on CPU).
 double peak_device_memory_gib(const std::string& device);
+void reset_peak_device_memory(const std::string& device);
 
 }  // namespace esft

@@ -2,6 +2,7 @@
 # GPT-OSS on one GPU (an H200 for the 120b part), one command:
 #   bash scripts/gpu/gpt_oss.sh                 # build parity 20b 120b
 #   bash scripts/gpu/gpt_oss.sh parity 20b      # some stages (a warm machine keeps ./build)
+#   bash scripts/gpu/gpt_oss.sh 120b-disk       # the optional stage
 # Stages:
 #   build   esft and its tests against the machine's python3 torch (cmake + ninja)
 #   parity  the GPT-OSS rows of the family parity table in bf16 on the GPU against transformers
@@ -9,10 +10,13 @@
 #           sink attention (flash, sliding window, documents) against the eager one
 #   20b     random gpt-oss-20b-shaped MXFP4 checkpoint (24 layers, real dims), ESFT training at
 #           4 x 2048 tokens per step: esft, then transformers' ESFT-style step on the same GPU
-#   120b    gpt-oss-120b-shaped MXFP4 checkpoint with as many layers as the disk holds (at most
-#           36), esft training as above with --activation-checkpointing (CKPT_120B=0: without),
-#           peak memory at that depth and at 4 layers: memory per layer and the estimate for all
-#           36 layers
+#   120b    gpt-oss-120b, all 36 layers, built in memory by esft bench (random MXFP4 experts kept
+#           packed, as a checkpoint would load; no disk needed): ESFT training at 4 x 2048 tokens
+#           with and without --activation-checkpointing: whether and how it fits one GPU
+#   120b-disk  (optional) a gpt-oss-120b-shaped MXFP4 checkpoint on disk with as many layers as
+#           the disk holds, trained through esft train (CKPT_120B=1: with activation
+#           checkpointing), peak memory at that depth and at 4 layers: memory per layer and the
+#           estimate for all 36 layers
 # Prints a table at the end (of every stage run so far on this machine); logs go to $OUT
 # (default $W). Settings: STEPS (4), EXPERTS (trained experts per layer, 2), MICRO (esft
 # micro-batch for 20b, 4), MICRO_120B (4), CKPT_120B (1), HF_MICRO (1), VOCAB (201088),
@@ -97,6 +101,31 @@ if has 20b; then
 fi
 
 if has 120b; then
+  for ck in --activation-checkpointing ""; do
+    name="120b-36-mem${ck:+-ckpt}"
+    note "esft bench $name"
+    ./build/esft bench --shape gpt-oss-120b --tasks train --batch 4 --seq 2048 --steps "$STEPS" --warmup 1 \
+      --experts-per-layer "$EXPERTS" --peak-tflops "$PEAK_TFLOPS" $ck 2>&1 | tee "$OUT/bench-$name.log" | tail -2
+    $PY - "$OUT/bench-$name.log" "$name" "$RES" "$ck" <<'PY'
+import json, os, sys
+log, name, res, ck = sys.argv[1:]
+r = {"name": name, "layers": 36, "micro": 4, "ckpt": bool(ck)}
+lines = [l for l in open(log) if l.startswith("{")]
+if lines:
+    j = json.loads(lines[-1])
+    r.update(tok_s=j["tokens_per_s"], mfu=j["mfu"], peak_gib=j["peak_gib"])
+else:
+    tail = open(log).read().strip().splitlines()[-1:]
+    r["error"] = (tail[0] if tail else "no output")[-120:]
+old = [l for l in open(res)] if os.path.exists(res) else []
+with open(res, "w") as f:
+    f.writelines(l for l in old if json.loads(l)["name"] != name)
+    f.write(json.dumps(r) + "\n")
+PY
+  done
+fi
+
+if has 120b-disk; then
   # Disk: MXFP4 experts 128 x 3 x 2880^2 x 17/32 bytes + bf16 attention/router/biases per layer.
   per_layer=$($PY -c "print(int(128*3*2880*2880*17/32 + 2*(2*64*64*2880 + 2*8*64*2880 + 128*2880 + 128*3*2880 + 6000)))")
   rest=$((2 * VOCAB * 2880 * 2 + (3 << 30)))  # embeddings, lm_head, and a margin
@@ -112,8 +141,8 @@ if has 120b; then
     $PY scripts/gpu/gpt_oss_checkpoint.py --shape 120b --layers "$L" --vocab "$VOCAB" --out "$W/120b" \
       --subset "4:$W/120b-4" "${gen_data[@]}" | tee "$OUT/make-120b.json"
     ck=""; [[ "$CKPT_120B" == 1 ]] && ck=--activation-checkpointing
-    esft_train 120b-4 "$W/120b-4" 4 "$MICRO_120B" "$ck"
-    esft_train "120b-$L" "$W/120b" "$L" "$MICRO_120B" "$ck"
+    esft_train 120b-disk-4 "$W/120b-4" 4 "$MICRO_120B" "$ck"
+    esft_train "120b-disk-$L" "$W/120b" "$L" "$MICRO_120B" "$ck"
     rm -rf "$W"/120b*
   fi
 fi
@@ -139,8 +168,8 @@ if hf:
     mem = f"{hf['train_peak_gib']:.1f} GiB" if "train_peak_gib" in hf else ""
     print(f"| transformers 20b (bf16, every expert's gradient) | 24 | {hf['micro']} | {tok} | | {mem} |")
 by = {r["name"]: r for r in rows if "error" not in r}
-small = by.get("120b-4")
-big = next((r for n, r in by.items() if n.startswith("120b-") and n != "120b-4"), None)
+small = by.get("120b-disk-4")
+big = next((r for n, r in by.items() if n.startswith("120b-disk-") and n != "120b-disk-4"), None)
 if small and big and big["layers"] > 4:
     per = (big["peak_gib"] - small["peak_gib"]) / (big["layers"] - 4)
     est = big["peak_gib"] + (36 - big["layers"]) * per

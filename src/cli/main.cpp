@@ -7,12 +7,32 @@
 #include "esft/cli.h"
 #include "esft/error.h"
 
+#include <c10/util/Exception.h>
+
 namespace esft::cli {
 std::vector<Subcommand>& subcommands() {
   static std::vector<Subcommand> all;
   return all;
 }
 }  // namespace esft::cli
+
+// The allocation that failed and the memory state, without the allocator's advice about Python
+// environment variables.
+static std::string first_sentences(std::string msg) {
+  for (auto cut : {" If reserved but unallocated", "\nException raised from", "\nFrame"})
+    if (auto p = msg.find(cut); p != std::string::npos) msg.resize(p);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
+static const char* memory_hint(const std::string& cmd) {
+  if (cmd == "train")
+    return "lower --micro-batch-size (use --global-batch-size to keep the batch) or --max-length, or add "
+           "--activation-checkpointing";
+  if (cmd == "score") return "lower --batch-tokens or --max-length";
+  if (cmd == "bench") return "lower --batch, --seq or --score-tokens, or add --activation-checkpointing";
+  return "use a smaller model or another device";
+}
 
 static void usage() {
   std::printf("esft %s: Expert-Specialized Fine-Tuning for Mixture-of-Experts LLMs\n\n", ESFT_VERSION);
@@ -38,6 +58,13 @@ int main(int argc, char** argv) {
       return c.fn(argc - 1, argv + 1);
     } catch (const esft::Error& e) {
       std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());
+      return 1;
+    } catch (const c10::OutOfMemoryError& e) {
+      std::fprintf(stderr, "esft %s: error: out of GPU memory: %s; %s\n", c.name.c_str(),
+                   first_sentences(e.what_without_backtrace()).c_str(), memory_hint(c.name));
+      return 1;
+    } catch (const c10::Error& e) {  // LibTorch's message without its C++ stack frames
+      std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), first_sentences(e.what_without_backtrace()).c_str());
       return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "esft %s: error: %s\n", c.name.c_str(), e.what());

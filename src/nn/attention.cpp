@@ -53,10 +53,14 @@ at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::
   auto flat = [&](const at::Tensor& x) { return x.transpose(1, 2).reshape({B * S, x.size(1), x.size(3)}); };
   std::optional<int64_t> left, right;
   if (l.window > 0) left = l.window - 1, right = 0;
-  auto out = std::get<0>(at::_flash_attention_forward(flat(q), flat(k), flat(v), l.cu_seqlens, l.cu_seqlens, l.max_seqlen,
+  // The kernel wants one head size: narrower values (MLA: v 128 against q/k 192) are zero-padded.
+  const int64_t dv = v.size(3), dq = q.size(3);
+  auto vp = dv < dq ? at::constant_pad_nd(v, {0, dq - dv}) : v;
+  auto out = std::get<0>(at::_flash_attention_forward(flat(q), flat(k), flat(vp), l.cu_seqlens, l.cu_seqlens, l.max_seqlen,
                                                       l.max_seqlen, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false,
                                                       scale, left, right));
-  return out.view({B, S, N * v.size(3)});
+  if (dv < dq) out = out.narrow(-1, 0, dv);
+  return out.reshape({B, S, N * dv});
 }
 
 at::Tensor attention_1(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale,
@@ -177,10 +181,12 @@ at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
                      double scale, const at::Tensor& sinks) {
   if (layout.cu_seqlens.defined()) {
-    const bool flash = fusable_on_cuda(q) && v.size(3) == q.size(3);
-    if (flash && sinks.defined())  // [B,N,S,Dv] -> [B,S,N*Dv]
+    // Flash takes narrower values than q/k (MLA) zero-padded; the sink path wants them equal.
+    const bool flash = fusable_on_cuda(q) && v.size(3) <= q.size(3);
+    if (flash && sinks.defined() && v.size(3) == q.size(3))  // [B,N,S,Dv] -> [B,S,N*Dv]
       return fused_sink_attention(q, k, v, layout, scale, sinks).transpose(1, 2).reshape({q.size(0), q.size(2), -1});
-    return flash ? varlen_attention(q, k, v, layout, scale) : per_document_attention(q, k, v, layout, scale, sinks);
+    return flash && !sinks.defined() ? varlen_attention(q, k, v, layout, scale)
+                                     : per_document_attention(q, k, v, layout, scale, sinks);
   }
   return attention_1(q, k, v, layout.mask, scale, sinks);
 }

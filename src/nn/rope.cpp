@@ -10,8 +10,9 @@ namespace {
 const nlohmann::json* rope_block(const nlohmann::json& cfg, const char* key) {
   return cfg.contains(key) && cfg[key].is_object() ? &cfg[key] : nullptr;
 }
-double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
 }  // namespace
+
+double yarn_get_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
 
 double rope_setting(const nlohmann::json& cfg, const std::string& key, double dflt) {
   for (auto* b : {rope_block(cfg, "rope_parameters"), rope_block(cfg, "rope_scaling"), &cfg})
@@ -45,8 +46,8 @@ Rope::Rope(const nlohmann::json& cfg, int64_t dim, const std::string& where) : d
     const double orig = get("original_max_position_embeddings", get("max_position_embeddings", 4096));
     const double mscale = get("mscale", 0), mscale_all = get("mscale_all_dim", 0), attn = get("attention_factor", 0);
     if (attn != 0) attention_scaling_ = attn;
-    else if (mscale != 0 && mscale_all != 0) attention_scaling_ = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all);
-    else attention_scaling_ = yarn_mscale(factor, 1.0);
+    else if (mscale != 0 && mscale_all != 0) attention_scaling_ = yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all);
+    else attention_scaling_ = yarn_get_mscale(factor, 1.0);
     const double beta_fast = get("beta_fast", 32), beta_slow = get("beta_slow", 1);
     auto corr = [&](double r) { return dim * std::log(orig / (r * 2 * M_PI)) / (2 * std::log(base)); };
     double low = corr(beta_fast), high = corr(beta_slow);

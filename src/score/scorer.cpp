@@ -7,8 +7,6 @@
 #include "esft/score.h"
 
 #include <ATen/Parallel.h>
-#include <c10/core/Event.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
 #include <condition_variable>
@@ -22,23 +20,16 @@
 #include "esft/log.h"
 #include "esft/model.h"
 #include "esft/progress.h"
+#include "esft/routing_capture.h"
 #include "esft/routing_stats.h"
 #include "esft/runtime.h"
 
 namespace esft {
 namespace {
 
-// Keeps every MoE layer's routing of one forward on the device.
-struct DeviceRouting : RoutingObserver {
-  std::map<int, std::pair<at::Tensor, at::Tensor>> layers;
-  void on_routing(int layer, const at::Tensor& ids, const at::Tensor& w) override { layers[layer] = {ids, w}; }
-};
-
-// One batch's routing on its way to the logs: [L,T,K] ids and weights in (pinned) host memory,
-// the event that says the copy is done, and where each sample's tokens are.
+// One batch's routing on its way to the logs, and where each sample's tokens are.
 struct HostBatch {
-  at::Tensor ids, weights;
-  std::optional<c10::Event> copied;
+  HostRouting routing;
   std::vector<std::pair<int64_t, int64_t>> samples;  // (first token, tokens)
 };
 
@@ -85,10 +76,10 @@ class LogWriter {
           queue_.pop_front();
           cv_.notify_all();
         }
-        if (b.copied) b.copied->synchronize();
-        const int64_t T = b.ids.size(1), K = b.ids.size(2);
-        const int64_t* ids = b.ids.data_ptr<int64_t>();
-        const float* w = b.weights.data_ptr<float>();
+        b.routing.wait();
+        const int64_t T = b.routing.ids.size(1), K = b.routing.ids.size(2);
+        const int64_t* ids = b.routing.ids.data_ptr<int64_t>();
+        const float* w = b.routing.weights.data_ptr<float>();
         at::parallel_for(0, int64_t(layers_.size()), 1, [&](int64_t lo, int64_t hi) {
           for (int64_t l = lo; l < hi; ++l)
             for (auto [first, n] : b.samples)
@@ -162,7 +153,6 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
   ScoreResult res;
   double loss_sum = 0, t_first = 0;  // the first forward pays one-off set-up: throughput is reported without it too
   int64_t loss_tokens = 0, n_first = 0;
-  const auto pinned = at::TensorOptions().device(at::kCPU).pinned_memory(dev.is_cuda());
   for (const auto& batch : make_batches(samples, picked, opt.max_length, opt.batch_tokens)) {
     // One row: the samples end to end, positions restarting, attention only within a sample.
     std::vector<int64_t> ids, labels, pos, doc;
@@ -187,22 +177,12 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
       for (auto [first, n] : hb.samples) labels[first] = kIgnoreIndex;
       b.labels = at::tensor(labels, at::kLong).view({1, T});
     }
-    DeviceRouting routing;
+    RoutingCapture capture;
     ForwardOptions fo;
     fo.return_logits = false;
-    fo.observer = &routing;
+    fo.observer = &capture;
     auto r = model->forward(b, fo);
-    std::vector<at::Tensor> all_ids, all_w;
-    for (int l : layers) all_ids.push_back(routing.layers.at(l).first), all_w.push_back(routing.layers.at(l).second);
-    auto dev_ids = at::stack(all_ids).to(at::kLong), dev_w = at::stack(all_w).to(at::kFloat);
-    hb.ids = at::empty(dev_ids.sizes(), pinned.dtype(at::kLong));
-    hb.weights = at::empty(dev_w.sizes(), pinned.dtype(at::kFloat));
-    hb.ids.copy_(dev_ids, /*non_blocking=*/true);
-    hb.weights.copy_(dev_w, /*non_blocking=*/true);
-    if (dev.is_cuda()) {
-      hb.copied.emplace(dev.type());
-      hb.copied->record(c10::impl::getDeviceGuardImpl(dev.type())->getStream(dev));
-    }
+    hb.routing = capture.to_host(layers, dev);
     writer.push(std::move(hb));
     if (r.n_loss_tokens > 0) loss_sum += r.loss_sum.item<double>(), loss_tokens += r.n_loss_tokens;
     res.tokens += T;

@@ -17,6 +17,7 @@
 #include "esft/progress.h"
 #include "esft/runtime.h"
 #include "esft/tensor_io.h"
+#include "esft/train_step.h"
 
 namespace esft {
 
@@ -203,10 +204,17 @@ void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs:
   auto tmp = fresh_tmp(dir);
   save_checkpoint_tensors(tmp, model.full_tensors(), max_shard_bytes);
   copy_model_files(model_dir, tmp);
-  const auto base_config = nlohmann::json::parse(read_file(tmp / "config.json"));
-  auto config = base_config;
-  model.export_config(config);
-  if (config != base_config) write_file_atomic(tmp / "config.json", config.dump(2));  // else kept byte for byte
+  auto cfg = nlohmann::json::parse(read_file(tmp / "config.json"));
+  const auto base_cfg = cfg;
+  model.export_config(cfg);  // the family's say (GPT-OSS: MXFP4 experts are written dequantized)
+  // Block-FP8 weights were dequantized on load and are written in bf16 without scales: the
+  // config must not announce FP8, or transformers would look for the scales.
+  if (cfg.contains("quantization_config") && cfg["quantization_config"].is_object() &&
+      cfg["quantization_config"].value("quant_method", "") == "fp8") {
+    cfg.erase("quantization_config");
+    log_info("the FP8 checkpoint's weights are written dequantized (bf16); config.json without quantization_config");
+  }
+  if (cfg != base_cfg) write_file_atomic(tmp / "config.json", cfg.dump(2) + "\n");  // else kept byte for byte
   replace_directory(tmp, dir);
 }
 
@@ -312,31 +320,22 @@ void run_training(const TrainOptions& opt) {
     for (auto i : batch_rows) n_items += loss_tokens(rows[i]);
 
     auto t0 = std::chrono::steady_clock::now();
-    optim.zero_grad();
-    model->take_trained_expert_rows();  // count this step's only
-    double loss_sum = 0;
-    int64_t n_tokens = 0, n_counted = 0;
+    std::vector<Batch> micro_batches;
+    int64_t n_tokens = 0;
     for (size_t m = 0; m < batch_rows.size(); m += micro) {
       std::vector<size_t> idx(batch_rows.begin() + m, batch_rows.begin() + std::min(batch_rows.size(), size_t(m + micro)));
       int64_t tok;
-      auto out = model->forward(make_batch(rows, idx, &tok),
-                                ForwardOptions{false, nullptr, opt.router_aux_loss, opt.activation_checkpointing});
+      micro_batches.push_back(make_batch(rows, idx, &tok));
       n_tokens += tok;
-      n_counted += out.n_loss_tokens;
-      if (n_items == 0) continue;
-      // HF num_items_in_batch semantics: token-sum over the global batch / its label count, so
-      // accumulating micro batches gives exactly the gradient of the whole batch.
-      auto loss = out.loss_sum / double(n_items);
-      // A micro-batch whose tokens reach no trained weight has nothing to differentiate.
-      if (loss.requires_grad()) loss.backward();
-      loss_sum += out.loss_sum.item<double>();
     }
-    ESFT_CHECK(n_counted == n_items, "step {}: the model counted {} loss tokens, the batch holds {}", step + 1, n_counted,
-               n_items);
+    const double lr = sched.at(step);
+    auto res = train_step(*model, optim, micro_batches, n_items, lr, opt.max_grad_norm,
+                          ForwardOptions{false, nullptr, opt.router_aux_loss, opt.activation_checkpointing});
+    ESFT_CHECK(res.loss_tokens == n_items, "step {}: the model counted {} loss tokens, the batch holds {}", step + 1,
+               res.loss_tokens, n_items);
     if (n_items == 0) log_warn(fmt::format("step {}: no label tokens in this batch: nothing to learn, the weights stay as they are", step + 1));
-    double gnorm = clip_grad_norm(params, opt.max_grad_norm);
-    double lr = sched.at(step);
-    optim.step(lr);
+    const double gnorm = res.grad_norm, loss_sum = res.loss_sum;
+    synchronize(model->device());
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double loss = n_items ? loss_sum / n_items : 0, tps = n_tokens / std::max(dt, 1e-9);
     nlohmann::json rec = {{"step", step + 1}, {"epoch", epoch}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
@@ -349,8 +348,8 @@ void run_training(const TrainOptions& opt) {
       // over the actual documents; activation-checkpointing recomputation is not counted.
       FlopQuery fq;
       fq.backward = true;
-      fq.lm_head_tokens = n_counted;
-      fq.trained_expert_rows = model->take_trained_expert_rows();
+      fq.lm_head_tokens = res.loss_tokens;
+      fq.trained_expert_rows = res.trained_expert_rows;
       for (auto i : batch_rows) append_doc_lengths(rows[i], fq.doc_lengths);
       const double tflops = model->flops(fq) / std::max(dt, 1e-9) / 1e12;
       line += fmt::format(" | {:.1f} TFLOP/s", tflops);

@@ -89,8 +89,11 @@ def main():
     if a.mxfp4:
         model = load_reference(a.family, os.path.join(a.out, "model"))
     cfg = model.config
+    keep_fp32 = {n: b.clone() for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")}
     model.to(a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
-    if a.dtype == "bf16":
+    for n, b in keep_fp32.items():  # as from_pretrained keeps it (_keep_in_fp32_modules_strict)
+        model.get_buffer(n).data = b.to(a.device)
+    if a.dtype == "bf16" and a.family == "gpt_oss":  # its norms, as esft keeps them too
         keep_fp32_modules(model)
     clamped = [0]
     if a.family == "gpt_oss":
@@ -125,8 +128,11 @@ def main():
     for h in hooks:
         h.remove()
     experts = {}
+    # Only tokens that reach the loss count: a row's last position feeds no label, so an expert
+    # that only it uses has a zero gradient.
+    reach_loss = (torch.arange(B * S) % S != S - 1).to(a.device)
     for pos, layer in enumerate([moe_layers[0], moe_layers[-1]] if len(moe_layers) > 1 else moe_layers):
-        used = torch.unique(routes[layer][0]).tolist()
+        used = torch.unique(routes[layer][0][reach_loss]).tolist()
         experts[str(layer)] = [used[0], used[-1]] if pos == 0 else [used[len(used) // 2]]
     with open(os.path.join(a.out, "experts.json"), "w") as f:
         json.dump(experts, f)
@@ -145,6 +151,8 @@ def main():
                 ref[f"grad.{layer}.{e}.{part}"] = grad.clone()
     for name, p in model.named_parameters():
         if ".experts." in name and "shared" not in name:
+            continue
+        if p.numel() == 0:  # zero-size shared experts (n_shared_experts 0): nothing to compare
             continue
         if p.grad is not None:
             ref[f"grad.{checkpoint_name(a.family, name, a.fused)}"] = p.grad.clone()

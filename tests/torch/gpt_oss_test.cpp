@@ -218,3 +218,33 @@ TEST(SinkAttention, FusedEqualsEagerWithGradients) {
 }
 
 }  // namespace
+
+namespace {
+// esft bench builds GPT-OSS in memory as released: random MXFP4 experts, kept packed.
+TEST(GptOss, RandomMxfp4ModelInMemory) {
+  nlohmann::json cfg = {{"architectures", {"GptOssForCausalLM"}}, {"vocab_size", 64}, {"hidden_size", 64},
+                        {"intermediate_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                        {"num_key_value_heads", 2}, {"head_dim", 16}, {"num_local_experts", 4},
+                        {"num_experts_per_tok", 2}, {"sliding_window", 4},
+                        {"quantization_config", {{"quant_method", "mxfp4"}}}};
+  auto model = build_random_model(cfg, LoadOptions{"cpu", at::kFloat}, 3);
+  ExpertSelection sel;
+  sel.experts[1] = {2};
+  model->configure_training(sel);
+  auto ids = at::randint(0, 64, {2, 9}, at::kLong);
+  auto out = model->forward(Batch{ids, ids, {}, {}}, {});
+  EXPECT_TRUE(at::isfinite(out.logits).all().item<bool>());
+  (out.loss_sum / double(out.n_loss_tokens)).backward();
+  for (auto& t : model->trainable_tensors()) EXPECT_TRUE(t.tensor.grad().defined()) << t.name;
+  // The packed experts are MXFP4: their values are FP4 numbers times powers of two.
+  auto full = model->full_tensors();
+  for (auto& t : full)
+    if (t.name == "model.layers.0.mlp.experts.down_proj") {
+      EXPECT_EQ(t.tensor.scalar_type(), at::kBFloat16);
+      auto a = t.tensor.to(at::kFloat).abs();
+      auto m = at::frexp(a);  // mantissa in [0.5, 1): FP4 magnitudes 1, 1.5 (x 2^k) give 0.5 or 0.75
+      auto mant = std::get<0>(m).masked_select(a > 0);
+      EXPECT_TRUE(((mant == 0.5) | (mant == 0.75)).all().item<bool>());
+    }
+}
+}  // namespace

@@ -68,6 +68,7 @@ class DecoderModel : public MoeModel {
   std::string architecture() const override { return cfg_.architecture; }
   std::vector<int> moe_layers() const override;
   int n_routed_experts() const override { return n_experts_; }
+  int64_t vocab_size() const override { return cfg_.vocab; }
   int top_k() const override { return top_k_; }
   const at::Device& device() const override { return w_.device(); }
   bool has_router_aux_loss() const override { return cfg_.has_aux_loss; }

@@ -19,6 +19,8 @@ enum class RopeStyle {
 // and then the top level: rope_theta, partial_rotary_factor, factor, ...
 double rope_setting(const nlohmann::json& config, const std::string& key, double dflt);
 std::string rope_type(const nlohmann::json& config);
+// YaRN's magnitude correction: 0.1 * mscale * ln(scale) + 1, or 1 for scale <= 1.
+double yarn_get_mscale(double scale, double mscale = 1.0);
 
 class Rope {
  public:
