@@ -51,10 +51,15 @@ Precision precision() {
 struct Case {
   std::string family, config;
   bool fused = false;  // checkpoint with transformers 5 fused expert tensors
+  bool mxfp4 = false;  // experts in MXFP4 (GPT-OSS); transformers runs them dequantized
+  std::string variant() const { return fused ? "fused" : mxfp4 ? "mxfp4" : ""; }
 };
-void PrintTo(const Case& c, std::ostream* os) { *os << c.family << "/" << c.config << (c.fused ? " (fused)" : ""); }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.family << "/" << c.config << (c.variant().empty() ? "" : " (" + c.variant() + ")");
+}
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.family + "_" + info.param.config + (info.param.fused ? "_fused" : "");
+  const auto v = info.param.variant();
+  return info.param.family + "_" + info.param.config + (v.empty() ? "" : "_" + v);
 }
 
 // The parity table: a new family adds its rows here (and its configs to tiny_models.py).
@@ -66,18 +71,20 @@ const Case kCases[] = {
     {"deepseek_v2", "lite"}, {"deepseek_v2", "groups"},      {"deepseek_v2", "dense_mixed"}, {"deepseek_v2", "lite", true},
     {"deepseek_v3", "base"}, {"deepseek_v3", "plain"},       {"deepseek_v3", "one_group"}, {"deepseek_v3", "base", true},
     {"glm4_moe", "base"},    {"glm4_moe", "groups"},         {"glm4_moe", "base", true},
+    {"gpt_oss", "base"},     {"gpt_oss", "mha"},             {"gpt_oss", "base", false, true},
 };
 
 class FamilyParity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FamilyParity, MatchesTransformers) {
   const auto& c = GetParam();
-  auto dir = test::temp_dir("parity-" + c.family + "-" + c.config + (c.fused ? "-fused" : ""));
+  auto dir = test::temp_dir("parity-" + c.family + "-" + c.config + (c.variant().empty() ? "" : "-" + c.variant()));
   const auto P = precision();
   test::run_python("family_reference.py", "--family " + c.family + " --config " + c.config + " --out " + dir.string() +
-                                              (c.fused ? " --fused" : "") + " --device " + P.device +
+                                              (c.variant().empty() ? "" : " --" + c.variant()) + " --device " + P.device +
                                               (P.dtype == at::kFloat ? "" : " --dtype bf16"));
   auto ref = load_safetensors(dir / "reference.safetensors");
+  if (ref.count("clamped")) EXPECT_GT(ref["clamped"].item<int64_t>(), 0) << "the config does not exercise the SwiGLU clamps";
 
   auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
   ExpertSelection sel = ExpertSelection::from_json(
@@ -127,10 +134,17 @@ TEST_P(FamilyParity, MatchesTransformers) {
     std::string p = grads.count(prefix("mlp") + "gate_up_proj") ? prefix("mlp") : prefix("block_sparse_moe");
     auto gu = grads.at(p + "gate_up_proj"), dn = grads.at(p + "down_proj");
     const int64_t I = dn.size(2);
+    const bool biases = grads.count(p + "gate_up_proj_bias") > 0;
     for (size_t slot = 0; slot < ids.size(); ++slot) {
       auto r = "grad." + std::to_string(layer) + "." + std::to_string(ids[slot]) + ".";
-      for (auto& [ours, theirs] : std::vector<std::pair<at::Tensor, std::string>>{
-               {gu[slot].narrow(0, 0, I), "gate"}, {gu[slot].narrow(0, I, I), "up"}, {dn[slot], "down"}}) {
+      std::vector<std::pair<at::Tensor, std::string>> parts = {
+          {gu[slot].narrow(0, 0, I), "gate"}, {gu[slot].narrow(0, I, I), "up"}, {dn[slot], "down"}};
+      if (biases) {
+        auto gub = grads.at(p + "gate_up_proj_bias")[slot];
+        parts.insert(parts.end(), {{gub.narrow(0, 0, I), "gate_bias"}, {gub.narrow(0, I, I), "up_bias"},
+                                   {grads.at(p + "down_proj_bias")[slot], "down_bias"}});
+      }
+      for (auto& [ours, theirs] : parts) {
         ASSERT_TRUE(ref.count(r + theirs)) << r + theirs;
         EXPECT_GT(ref[r + theirs].abs().max().item<double>(), 0) << r << theirs << ": reference gradient is zero";
         EXPECT_LT(rel_diff(ours, ref[r + theirs]), P.grad_rel) << r << theirs;
@@ -185,7 +199,7 @@ TEST(Registry, UnknownArchitectureFailsLoudly) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("FancyMoeForCausalLM"), std::string::npos) << e.what();
     for (auto arch : {"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "MixtralForCausalLM", "OlmoeForCausalLM",
-                      "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Glm4MoeForCausalLM"})
+                      "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Glm4MoeForCausalLM", "GptOssForCausalLM"})
       EXPECT_NE(std::string(e.what()).find(arch), std::string::npos) << e.what();
   }
 }

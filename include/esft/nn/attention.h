@@ -49,8 +49,16 @@ struct AttentionLayout {
 
 // Softmax attention, causal within the layout; q [B,S,N,D], k/v [B,S,Nkv,D] (the projections'
 // own layout: the flash kernel then needs no transposes); sinks_N optional. Returns [B,S,N*Dv].
+// Sinks with cu_seqlens on CUDA in 16-bit take fused_sink_attention.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
                      double scale, const at::Tensor& sinks_N = {});
+
+// Attention with sinks through a fused kernel that keeps no S x S matrix: flash attention over
+// layout.cu_seqlens (with its window) on CUDA in 16-bit, PyTorch's CPU flash kernel with
+// layout.mask on the CPU. Equal to the eager path up to rounding, gradients included
+// (attention.cpp says why). q/k/v [B,S,N,D] as for attention(); returns [B,S,N*Dv].
+at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const AttentionLayout& layout, double scale, const at::Tensor& sinks_N);
 
 // Loads prefix{q,k,v,o}_proj.{weight,bias}, prefix{q,k}_norm.weight, prefix sinks (prefix ends
 // in "self_attn.") into the store, shapes from the spec.
