@@ -24,6 +24,18 @@ struct GatherTokenRows : public torch::autograd::Function<GatherTokenRows> {
   }
 };
 
+// Rows reordered by a permutation; the backward is the inverse permutation, another gather (the
+// default backward of index_select is an index_add with atomics, far slower).
+struct PermuteRows : public torch::autograd::Function<PermuteRows> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& y, const at::Tensor& perm, const at::Tensor& inverse) {
+    ctx->saved_data["inverse"] = inverse;
+    return y.index_select(0, perm);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {grads[0].index_select(0, ctx->saved_data["inverse"].toTensor()), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 void sort_copies_by_slot(const at::Tensor& slot, int64_t n_tokens, int64_t n_slots, bool need_host_counts,
@@ -50,7 +62,7 @@ at::Tensor gather_token_rows(const at::Tensor& x, const DispatchPlan& plan) {
 
 at::Tensor weighted_sum_of_copies(const at::Tensor& y, const at::Tensor& w, const DispatchPlan& plan) {
   const int64_t T = plan.n_tokens, K = plan.top_k, H = y.size(1);
-  auto copies = y.index_select(0, plan.copy_row_TK).view({T, K, H});  // back in (token, slot) order
+  auto copies = PermuteRows::apply(y, plan.copy_row_TK, plan.row_source_M).view({T, K, H});  // back in (token, slot) order
   if (y.is_cuda())  // one pass over the copies, accumulating in fp32 inside the batched matmul
     return at::bmm(w.to(y.scalar_type()).unsqueeze(1), copies).squeeze(1);
   // Weights multiply in their own precision (fp32 for some routers) and the sum is cast back,

@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="run the reference here (the checkpoint is always fp32)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--experts", default=None, help="experts.json of another run: dump these experts' gradients")
     a = ap.parse_args()
     torch.manual_seed(1234)
     model = build(a.family, a.config, a.seed)
@@ -134,6 +135,8 @@ def main():
     for pos, layer in enumerate([moe_layers[0], moe_layers[-1]] if len(moe_layers) > 1 else moe_layers):
         used = torch.unique(routes[layer][0][reach_loss]).tolist()
         experts[str(layer)] = [used[0], used[-1]] if pos == 0 else [used[len(used) // 2]]
+    if a.experts:  # the experts another run chose (a bf16 run dumping the fp32 run's experts)
+        experts = json.load(open(a.experts))
     with open(os.path.join(a.out, "experts.json"), "w") as f:
         json.dump(experts, f)
 
