@@ -139,6 +139,9 @@ class MoeModel {
   virtual void load_adapter_tensors(const std::map<std::string, at::Tensor>& tensors) = 0;
   // Every weight under its HF name, in the checkpoint's original layout and dtype.
   virtual std::vector<HfTensor> full_tensors() = 0;
+  // config.json for the checkpoint full_tensors() makes, from the base model's (e.g. without the
+  // quantization_config of experts that full_tensors() writes dequantized).
+  virtual void export_config(nlohmann::json& config) const {}
 };
 
 using ModelFactory = std::function<std::unique_ptr<MoeModel>(nn::WeightSource&, const LoadOptions&)>;

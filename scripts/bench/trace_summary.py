@@ -11,13 +11,13 @@ from collections import defaultdict
 
 CATEGORIES = [
     ("attention", r"flash|fmha|attention|sdpa"),
-    ("grouped_gemm", r"grouped|GroupedGemm|group_mm|_grouped_mm|ptr_array"),
+    ("grouped_gemm", r"Grouped|grouped|ptr_array|17Gr"),
     ("gemm", r"gemm|xmma|cutlass|sm90_|ampere_|cublas|nvjet|matmul"),
     ("sort/scan", r"sort|radix|scan|cumsum|DeviceScan"),
-    ("index/scatter", r"index|scatter|gather|embedding"),
-    ("softmax/topk", r"softmax|topk|sbtopk|bitonic"),
-    ("reduce", r"reduce|norm"),
-    ("copy/cast", r"copy|cast|Memcpy|memcpy|convert"),
+    ("index/gather", r"index|scatter|gather|embedding"),
+    ("softmax/topk", r"softmax|topk|sbtopk|bitonic|SoftMax"),
+    ("norm/reduce", r"reduce|norm|Norm"),
+    ("copy/cast", r"direct_copy|copy_kernel|Memcpy|memcpy|bfloat16_copy|CatArray|Memset"),
     ("elementwise", r"elementwise|vectorized|unrolled|Functor"),
 ]
 

@@ -8,6 +8,19 @@
 namespace esft {
 namespace {
 
+// layer_types left out: GPT-OSS's default (even layers sliding) is the released pattern at any --layers.
+nlohmann::json gpt_oss(int64_t layers, int64_t experts) {
+  return {{"architectures", {"GptOssForCausalLM"}}, {"model_type", "gpt_oss"}, {"vocab_size", 201088},
+          {"hidden_size", 2880}, {"intermediate_size", 2880}, {"num_hidden_layers", layers}, {"head_dim", 64},
+          {"num_attention_heads", 64}, {"num_key_value_heads", 8}, {"num_local_experts", experts},
+          {"num_experts_per_tok", 4}, {"sliding_window", 128}, {"attention_bias", true},
+          {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 131072}, {"rope_theta", 150000.0},
+          {"rope_scaling", {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
+                            {"truncate", false}, {"original_max_position_embeddings", 4096}}},
+          {"swiglu_limit", 7.0}, {"tie_word_embeddings", false},
+          {"quantization_config", {{"quant_method", "mxfp4"}}}};
+}
+
 const std::map<std::string, nlohmann::json>& shapes() {
   static const std::map<std::string, nlohmann::json> s = {
       {"qwen3-30b-a3b",
@@ -38,6 +51,9 @@ const std::map<std::string, nlohmann::json>& shapes() {
         {"intermediate_size", 1024}, {"num_hidden_layers", 16}, {"num_attention_heads", 16}, {"num_key_value_heads", 16},
         {"num_experts", 64}, {"num_experts_per_tok", 8}, {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-5},
         {"max_position_embeddings", 4096}, {"pad_token_id", 1}}},
+      // Both as released: MXFP4 experts (kept packed), sliding/full layers, YaRN.
+      {"gpt-oss-20b", gpt_oss(24, 32)},
+      {"gpt-oss-120b", gpt_oss(36, 128)},
   };
   return s;
 }

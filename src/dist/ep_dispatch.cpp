@@ -85,15 +85,12 @@ AllToAllDispatcher::AllToAllDispatcher(Group group, const nn::ExpertBanks* banks
 
 at::Tensor AllToAllDispatcher::dispatch(const at::Tensor& x, const at::Tensor& slot, int64_t n_slots, bool need_host_counts,
                                         nn::DispatchPlan* plan) {
-  const int64_t K = slot.size(1), P = group_.size(), me = group_.rank();
+  const int64_t P = group_.size(), me = group_.rank();
   const auto& spr = banks_->slots_per_rank();
   const int64_t n_me = spr[me];
-  auto flat = slot.reshape({-1});
-  plan->n_tokens = x.size(0);
-  plan->top_k = K;
   // Copies sorted by global slot = grouped by destination rank, then by that rank's slot.
-  plan->row_source_M = std::get<1>(at::sort(flat, /*stable=*/true, 0, false));
-  auto counts = at::bincount(flat, {}, n_slots);
+  nn::sort_copies_by_slot(slot, x.size(0), n_slots, /*need_host_counts=*/false, plan);
+  auto counts = plan->counts_E;
 
   auto st = std::make_shared<PlanState>();
   at::Tensor recv_counts;
@@ -109,7 +106,7 @@ at::Tensor AllToAllDispatcher::dispatch(const at::Tensor& x, const at::Tensor& s
   for (int64_t q = 0, first = 0; q < P; first += spr[q], ++q) st->send_rows[q] = sum(c + first, spr[q]);
   for (int64_t p = 0; p < P; ++p) st->recv_rows[p] = sum(rc + p * n_me, n_me);
 
-  auto rows = x.index_select(0, at::floor_divide(plan->row_source_M, K));
+  auto rows = nn::gather_token_rows(x, *plan);
   auto received = all_to_all_rows(group_, rows, st->send_rows, st->recv_rows, timer_.get());
   // Regroup: received rows come per source rank, each block by slot; the banks want them by slot.
   const int64_t R = received.size(0);

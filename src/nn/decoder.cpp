@@ -286,6 +286,11 @@ ForwardOutput DecoderModel::forward(const Batch& batch, const ForwardOptions& op
     // documents elsewhere; a mask only where neither applies (CUDA in fp32).
     if (batch.cu_seqlens.defined() && (!dev.is_cuda() || dtype_ == at::kBFloat16 || dtype_ == at::kHalf))
       in.cu_seqlens = batch.cu_seqlens.to(dev), in.max_seqlen = batch.max_seqlen;
+  } else if (dev.is_cuda() && (dtype_ == at::kBFloat16 || dtype_ == at::kHalf)) {
+    // Plain rows are documents too: the varlen flash kernel (with sinks too) then takes q/k/v
+    // without transposes.
+    in.cu_seqlens = at::arange(0, (B + 1) * S, S, at::TensorOptions().dtype(at::kInt).device(dev));
+    in.max_seqlen = S;
   }
   std::vector<at::Tensor> router_logits;
   if (opt.router_aux_loss && cfg_.has_aux_loss) in.router_logits = &router_logits;

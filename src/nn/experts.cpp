@@ -4,6 +4,7 @@
 
 #include "esft/error.h"
 #include "esft/nn/ops.h"
+#include "esft/nn/packed_experts.h"
 
 namespace esft::nn {
 
@@ -83,13 +84,24 @@ ExpertBanks::ExpertBanks(ExpertsSpec spec, ExpertWeights held, at::ScalarType or
              "expert banks: the placement covers {} experts, the layer has {}", placement_.owner.size(), E);
   frozen_.ids = placement_.held(E);
   const int64_t n = frozen_.ids.size();
-  ESFT_CHECK(held.gate_up.sizes() == at::IntArrayRef({n, 2 * I, H}) && held.down.sizes() == at::IntArrayRef({n, H, I}),
-             "expert banks: weights have shapes {} and {}, expected [{}, {}, {}] and [{}, {}, {}]", held.gate_up.sizes(),
-             held.down.sizes(), n, 2 * I, H, n, H, I);
+  if (held.packed) {
+    ESFT_CHECK(held.packed->size() == n && !held.gate_up.defined() && !held.down.defined(),
+               "expert banks: {} packed experts, expected {}", held.packed->size(), n);
+  } else {
+    ESFT_CHECK(held.gate_up.sizes() == at::IntArrayRef({n, 2 * I, H}) && held.down.sizes() == at::IntArrayRef({n, H, I}),
+               "expert banks: weights have shapes {} and {}, expected [{}, {}, {}] and [{}, {}, {}]", held.gate_up.sizes(),
+               held.down.sizes(), n, 2 * I, H, n, H, I);
+  }
   ESFT_CHECK(held.gate_up_bias.defined() == spec.bias && held.down_bias.defined() == spec.bias,
              "expert banks: biases given and spec disagree");
   frozen_.w = std::move(held);
-  train_.w = select_rows(frozen_.w, {}, at::kFloat, true);
+  if (frozen_.w.packed) {
+    auto opts = at::TensorOptions().dtype(at::kFloat).device(frozen_.w.packed->device());
+    train_.w.gate_up = at::empty({0, 2 * I, H}, opts), train_.w.down = at::empty({0, H, I}, opts);
+    if (spec.bias) train_.w.gate_up_bias = at::empty({0, 2 * I}, opts), train_.w.down_bias = at::empty({0, H}, opts);
+  } else {
+    train_.w = select_rows(frozen_.w, {}, at::kFloat, true);
+  }
   trainable_.assign(E, 0);
   rebuild_slots();
 }
@@ -106,11 +118,19 @@ void ExpertBanks::rebuild_slots() {
     for (int pass = 1; pass >= 0; --pass)
       for (int64_t e = 0; e < spec_.n_experts; ++e)
         if (placement_.owner_of(e) == r && trainable_[e] == pass) slot[e] = p++, ++slots_per_rank_[r];
-  slot_of_expert_ = at::tensor(slot, at::kLong).to(frozen_.w.gate_up.device());
+  slot_of_expert_ = at::tensor(slot, at::kLong).to(train_.w.gate_up.device());
 }
 
 void ExpertBanks::split(const std::vector<int>& trainable_ids) {
   at::NoGradGuard ng;
+  if (frozen_.w.packed) {
+    std::vector<char> is_train(spec_.n_experts, 0);
+    for (int e : trainable_ids) {
+      ESFT_CHECK(e >= 0 && e < spec_.n_experts, "expert id {} out of range (0..{})", e, spec_.n_experts - 1);
+      is_train[e] = 1;
+    }
+    return split_packed(is_train);
+  }
   const auto dtype = frozen_.w.gate_up.scalar_type();
   // Back to global order first, so split() may be called again.
   std::vector<int64_t> order = train_.ids;
@@ -138,6 +158,54 @@ void ExpertBanks::split(const std::vector<int>& trainable_ids) {
   rebuild_slots();
 }
 
+// Experts that become trainable are expanded into fp32 masters, the rest stay packed. An expert
+// trained before cannot return: the packed storage cannot hold its updated weights.
+void ExpertBanks::split_packed(const std::vector<char>& is_train) {
+  for (auto e : train_.ids)
+    ESFT_CHECK(is_train[e], "expert {} was trainable and cannot return to the packed frozen bank", e);
+  const auto& p = *frozen_.w.packed;
+  Bank t, f;
+  std::vector<int64_t> keep;  // frozen positions that stay frozen
+  std::vector<at::Tensor> gu, dn, gub, dnb;
+  for (int64_t e = 0; e < spec_.n_experts; ++e) {
+    if (!holds(e)) continue;  // held by another expert-parallel rank
+    auto [b, i] = locate(e);
+    if (!is_train[e]) {
+      f.ids.push_back(e);
+      keep.push_back(i);
+      continue;
+    }
+    t.ids.push_back(e);
+    const bool was_trained = b == &train_;
+    auto row = [&, i = i](const at::Tensor& all) { return all.defined() ? all[i].to(at::kFloat) : at::Tensor(); };
+    gu.push_back(was_trained ? row(train_.w.gate_up) : p.unpack(ExpertProj::GateUp, i, 1, at::kFloat)[0]);
+    dn.push_back(was_trained ? row(train_.w.down) : p.unpack(ExpertProj::Down, i, 1, at::kFloat)[0]);
+    gub.push_back(row(b->w.gate_up_bias));
+    dnb.push_back(row(b->w.down_bias));
+  }
+  auto leaf = [&](std::vector<at::Tensor>& rows, const at::Tensor& empty) -> at::Tensor {
+    if (!empty.defined()) return {};
+    auto r = rows.empty() ? empty.to(at::kFloat) : at::stack(rows);
+    return r.contiguous().detach().set_requires_grad(!rows.empty());
+  };
+  t.w = {leaf(gu, train_.w.gate_up), leaf(dn, train_.w.down), leaf(gub, train_.w.gate_up_bias), leaf(dnb, train_.w.down_bias)};
+  auto idx = at::tensor(keep, at::kLong).to(p.device());
+  auto pick = [&](const at::Tensor& x) { return x.defined() ? x.index_select(0, idx) : at::Tensor(); };
+  f.w.gate_up_bias = pick(frozen_.w.gate_up_bias);
+  f.w.down_bias = pick(frozen_.w.down_bias);
+  f.w.packed = p.select(keep);
+  train_ = std::move(t);
+  frozen_ = std::move(f);
+  trainable_.assign(spec_.n_experts, 0);
+  for (int64_t e = 0; e < spec_.n_experts; ++e) trainable_[e] = is_train[e];
+  rebuild_slots();
+}
+
+at::Tensor ExpertBanks::frozen_forward(const at::Tensor& x, const at::Tensor& counts_E, const int64_t* host) const {
+  if (frozen_.w.packed) return packed_bank_forward(spec_, frozen_.w, x, counts_E, host);
+  return bank_forward(spec_, frozen_.w, x, counts_E, host);
+}
+
 bool ExpertBanks::needs_host_counts(const at::Tensor& x) const {
   return !grouped_mm_ok(x) || (!train_.ids.empty() && !frozen_.ids.empty());
 }
@@ -145,7 +213,7 @@ bool ExpertBanks::needs_host_counts(const at::Tensor& x) const {
 at::Tensor ExpertBanks::compute(const at::Tensor& x, const at::Tensor& counts_E, const std::vector<int64_t>& host) const {
   const int64_t n_train = train_.ids.size(), n_frozen = frozen_.ids.size();
   last_trained_rows_ = n_frozen == 0 ? x.size(0) : 0;
-  if (n_train == 0) return bank_forward(spec_, frozen_.w, x, counts_E, host.empty() ? nullptr : host.data());
+  if (n_train == 0) return frozen_forward(x, counts_E, host.empty() ? nullptr : host.data());
   if (n_frozen == 0) return bank_forward(spec_, train_.w, x, counts_E, host.empty() ? nullptr : host.data());
   ESFT_CHECK(int64_t(host.size()) == n_train + n_frozen, "expert banks: row counts missing on the host");
   int64_t m_train = 0;
@@ -153,8 +221,7 @@ at::Tensor ExpertBanks::compute(const at::Tensor& x, const at::Tensor& counts_E,
   last_trained_rows_ = m_train;
   const int64_t M = x.size(0);
   auto a = bank_forward(spec_, train_.w, x.narrow(0, 0, m_train), counts_E.narrow(0, 0, n_train), host.data());
-  auto b = bank_forward(spec_, frozen_.w, x.narrow(0, m_train, M - m_train), counts_E.narrow(0, n_train, n_frozen),
-                        host.data() + n_train);
+  auto b = frozen_forward(x.narrow(0, m_train, M - m_train), counts_E.narrow(0, n_train, n_frozen), host.data() + n_train);
   if (m_train == 0) return b;
   if (m_train == M) return a;
   return at::cat({a, b}, 0);
@@ -172,13 +239,20 @@ std::pair<const ExpertBanks::Bank*, int64_t> ExpertBanks::locate(int64_t e) cons
 
 ExpertWeights ExpertBanks::expert(int64_t e) const {
   auto [b, i] = locate(e);
-  auto row = [&](const at::Tensor& t) { return t.defined() ? t[i].detach() : at::Tensor(); };
+  auto row = [&, i = i](const at::Tensor& t) { return t.defined() ? t[i].detach() : at::Tensor(); };
+  if (b->w.packed) {
+    const auto& p = *b->w.packed;
+    return {p.unpack(ExpertProj::GateUp, i, 1, p.dtype())[0], p.unpack(ExpertProj::Down, i, 1, p.dtype())[0],
+            row(b->w.gate_up_bias), row(b->w.down_bias)};
+  }
   return {row(b->w.gate_up), row(b->w.down), row(b->w.gate_up_bias), row(b->w.down_bias)};
 }
 
 void ExpertBanks::set_expert(int64_t e, const ExpertWeights& w) {
   at::NoGradGuard ng;
   auto [b, i] = locate(e);
+  ESFT_CHECK(!b->w.packed, "expert {} is frozen in a packed (quantized) bank and cannot be overwritten; make it "
+             "trainable first (as an adapter's expert_config.json does)", e);
   auto put = [&, i = i, b = b](const at::Tensor& dst_all, const at::Tensor& src, const char* what) {
     if (!dst_all.defined()) return;
     ESFT_CHECK(src.defined(), "expert {}: {} missing", e, what);

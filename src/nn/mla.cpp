@@ -71,16 +71,16 @@ at::Tensor mla_attention(const MlaSpec& s, const std::string& p, const ParamStor
     auto qa = linear(x, w.get(p + "q_a_proj.weight"), w.get_opt(p + "q_a_proj.bias"));
     q = nn::linear(rms_norm(qa, w.get(p + "q_a_layernorm.weight"), s.latent_norm_eps), w.get(p + "q_b_proj.weight"));
   }
-  q = q.view({B, S, N, s.qk_head_dim()}).transpose(1, 2);  // [B,N,S,Dqk]
+  q = q.view({B, S, N, s.qk_head_dim()});  // [B,S,N,Dqk]
   auto q_pe = apply_rope(q.narrow(-1, nope, rope), cos, sin, s.rope_style);
 
   auto ckv = linear(x, w.get(p + "kv_a_proj_with_mqa.weight"), w.get_opt(p + "kv_a_proj_with_mqa.bias"));
   auto latent = rms_norm(ckv.narrow(-1, 0, s.kv_lora_rank), w.get(p + "kv_a_layernorm.weight"), s.latent_norm_eps);
   // The rope key is one head shared by all: rotated once, then broadcast.
-  auto k_pe = apply_rope(ckv.narrow(-1, s.kv_lora_rank, rope).unsqueeze(1), cos, sin, s.rope_style);  // [B,1,S,R]
+  auto k_pe = apply_rope(ckv.narrow(-1, s.kv_lora_rank, rope).unsqueeze(2), cos, sin, s.rope_style);  // [B,S,1,R]
 
-  auto kv = nn::linear(latent, w.get(p + "kv_b_proj.weight")).view({B, S, N, nope + s.v_head_dim}).transpose(1, 2);
-  auto k = at::cat(std::vector<at::Tensor>{kv.narrow(-1, 0, nope), k_pe.expand({B, N, S, rope})}, -1);
+  auto kv = nn::linear(latent, w.get(p + "kv_b_proj.weight")).view({B, S, N, nope + s.v_head_dim});
+  auto k = at::cat(std::vector<at::Tensor>{kv.narrow(-1, 0, nope), k_pe.expand({B, S, N, rope})}, -1);
   auto v = kv.narrow(-1, nope, s.v_head_dim);
   auto o = attention(at::cat({q.narrow(-1, 0, nope), q_pe}, -1), k, v, layout, s.scale);
   return linear(o, w.get(p + "o_proj.weight"), w.get_opt(p + "o_proj.bias"));

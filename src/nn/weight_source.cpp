@@ -119,15 +119,35 @@ RandomWeights::RandomWeights(nlohmann::json config, std::string name, at::Device
     std::lock_guard<std::mutex> lock(gen_.mutex());
     gen_.set_current_seed(seed);
   }
+  const auto& q = config_.contains("quantization_config") ? config_["quantization_config"] : nlohmann::json();
+  mxfp4_ = q.is_object() && q.value("quant_method", "") == "mxfp4";
 }
 
+namespace {
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+bool is_mxfp4_part(const std::string& name) { return ends_with(name, "_blocks") || ends_with(name, "_scales"); }
+}  // namespace
+
 bool RandomWeights::has(const std::string& name) const {
-  auto ends = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
-  return ends(".experts.gate_up_proj") || ends(".experts.down_proj");
+  for (auto* proj : {".experts.gate_up_proj", ".experts.down_proj"}) {
+    if (!mxfp4_ && ends_with(name, proj)) return true;
+    if (mxfp4_ && (ends_with(name, std::string(proj) + "_blocks") || ends_with(name, std::string(proj) + "_scales")))
+      return true;
+  }
+  return false;
+}
+
+at::ScalarType RandomWeights::dtype(const std::string& name) const {
+  return mxfp4_ && is_mxfp4_part(name) ? at::kByte : dtype_;
 }
 
 at::Tensor RandomWeights::take(const std::string& name, const std::vector<int64_t>& shape) {
   auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+  if (mxfp4_ && is_mxfp4_part(name))  // any FP4 nibbles; E8M0 scales 2^-8..2^-6
+    return ends_with(name, "_blocks") ? at::randint(0, 256, shape, gen_, opts.dtype(at::kByte))
+                                      : at::randint(119, 122, shape, gen_, opts.dtype(at::kByte));
   if (name.find("e_score_correction_bias") != std::string::npos) return at::zeros(shape, opts.dtype(at::kFloat));
   if (name.find("norm") != std::string::npos) return at::ones(shape, opts);
   return at::normal(0.0, std_, shape, gen_, opts);

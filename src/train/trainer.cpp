@@ -298,15 +298,17 @@ void write_full_checkpoint(MoeModel& model, const fs::path& model_dir, const fs:
   auto tmp = fresh_tmp(dir);
   save_checkpoint_tensors(tmp, model.full_tensors(), max_shard_bytes);
   copy_model_files(model_dir, tmp);
+  auto cfg = nlohmann::json::parse(read_file(tmp / "config.json"));
+  const auto base_cfg = cfg;
+  model.export_config(cfg);  // the family's say (GPT-OSS: MXFP4 experts are written dequantized)
   // Block-FP8 weights were dequantized on load and are written in bf16 without scales: the
   // config must not announce FP8, or transformers would look for the scales.
-  auto cfg = nlohmann::json::parse(read_file(tmp / "config.json"));
   if (cfg.contains("quantization_config") && cfg["quantization_config"].is_object() &&
       cfg["quantization_config"].value("quant_method", "") == "fp8") {
     cfg.erase("quantization_config");
-    write_file_atomic(tmp / "config.json", cfg.dump(2) + "\n");
     log_info("the FP8 checkpoint's weights are written dequantized (bf16); config.json without quantization_config");
   }
+  if (cfg != base_cfg) write_file_atomic(tmp / "config.json", cfg.dump(2) + "\n");  // else kept byte for byte
   replace_directory(tmp, dir);
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "byte_tokenizer.h"
@@ -78,14 +79,28 @@ void check_mask_runs(const json& conv, const Sample& s, const Tokenizer& tok, co
   }
 }
 
+// The loss mask of one encoded conversation: (conversation, sample, tokenizer, real tokenizer?, what).
+using MaskCheck = std::function<void(const json&, const Sample&, const Tokenizer&, bool, const std::string&)>;
+
+// check_mask_runs with the family's end token and assistant headers.
+MaskCheck runs_after_headers(const std::string& end_token, const std::vector<std::string>& headers) {
+  return [=](const json& conv, const Sample& s, const Tokenizer& tok, bool real, const std::string& what) {
+    auto loose = headers;
+    if (real)
+      for (auto& h : headers)
+        if (ends_with(h, "\n")) loose.push_back(h.substr(0, h.size() - 1));
+    check_mask_runs(conv, s, tok, end_token, loose, what);
+  };
+}
+
 // Renders N random conversations with the real Jinja template (python) and with esft: equal
 // strings (byte tokenizer, so the string is visible in the ids) and equal ids with the real
-// tokenizer (= HF tokenizers encoding the Jinja string).
-void check_jinja_parity(const fs::path& tok_dir, int n, int seed, const std::string& end_token,
-                        const std::vector<std::string>& headers) {
+// tokenizer (= HF tokenizers encoding the Jinja string). template_file replaces the tokenizer's.
+void check_jinja_parity(const fs::path& tok_dir, int n, int seed, const MaskCheck& check_masks,
+                        const fs::path& template_file = {}) {
   auto dir = test::temp_dir("chat-parity-" + tok_dir.filename().string());
   test::run_python("chat_template_parity.py", tok_dir.string() + " " + dir.string() + " " + std::to_string(n) + " " +
-                                                  std::to_string(seed));
+                                                  std::to_string(seed) + " " + template_file.string());
   auto convs = read_jsonl(dir / "convs.jsonl"), expected = read_jsonl(dir / "expected.jsonl");
   ASSERT_EQ(convs.size(), size_t(n));
   ASSERT_EQ(expected.size(), size_t(n));
@@ -103,7 +118,7 @@ void check_jinja_parity(const fs::path& tok_dir, int n, int seed, const std::str
       ADD_FAILURE() << "conversation " << i << ": " << convs[i].dump() << "\n jinja: " << json(want).dump()
                     << "\n esft:  " << json(recs[i].text).dump();
     EXPECT_EQ(opt.tokenizer->decode(recs[i].sample.input_ids), recs[i].text) << "ids cover the whole string";
-    check_mask_runs(convs[i], recs[i].sample, *opt.tokenizer, end_token, headers, "conversation " + std::to_string(i));
+    check_masks(convs[i], recs[i].sample, *opt.tokenizer, false, "conversation " + std::to_string(i));
   }
   EXPECT_EQ(mismatches, 0);
 
@@ -113,19 +128,18 @@ void check_jinja_parity(const fs::path& tok_dir, int n, int seed, const std::str
   ASSERT_EQ(real.size(), size_t(n));
   for (int i = 0; i < n; ++i) {
     EXPECT_EQ(json(real[i].sample.input_ids), expected[i]["ids"]) << "conversation " << i << ": " << convs[i].dump();
-    auto loose = headers;
-    for (auto& h : headers)
-      if (ends_with(h, "\n")) loose.push_back(h.substr(0, h.size() - 1));
-    check_mask_runs(convs[i], real[i].sample, *tok, end_token, loose, "real tokenizer, conversation " + std::to_string(i));
+    check_masks(convs[i], real[i].sample, *tok, true, "real tokenizer, conversation " + std::to_string(i));
   }
 }
 
 TEST(Chat, Qwen3MatchesJinjaTemplate) {
-  check_jinja_parity(test::shared_dir() / "tokenizers/qwen3", 300, 1, "<|im_end|>", {"<|im_start|>assistant\n"});
+  check_jinja_parity(test::shared_dir() / "tokenizers/qwen3", 300, 1,
+                     runs_after_headers("<|im_end|>", {"<|im_start|>assistant\n"}));
 }
 
 TEST(Chat, DeepseekV3MatchesJinjaTemplate) {
-  check_jinja_parity(test::shared_dir() / "tokenizers/deepseek-v3", 300, 2, "<｜end▁of▁sentence｜>", {"<｜Assistant｜>", "<｜tool▁outputs▁end｜>"});
+  check_jinja_parity(test::shared_dir() / "tokenizers/deepseek-v3", 300, 2,
+                     runs_after_headers("<｜end▁of▁sentence｜>", {"<｜Assistant｜>", "<｜tool▁outputs▁end｜>"}));
 }
 
 // Qwen2(-MoE) chat models: the Qwen2 template with its default system prompt, written with real
@@ -144,12 +158,40 @@ TEST(Chat, Qwen2TemplateBothSpellingsMatchJinja) {
     write_file_atomic(dir / "tokenizer_config.json", cfg.dump());
     write_file_atomic(dir / "config.json", R"({"model_type": "qwen2_moe", "architectures": ["Qwen2MoeForCausalLM"]})");
     EXPECT_EQ(resolve_chat_format("auto", dir).qwen_default_system, "You are a helpful assistant.") << name;
-    check_jinja_parity(dir, 150, 4, "<|im_end|>", {"<|im_start|>assistant\n"});
+    check_jinja_parity(dir, 150, 4, runs_after_headers("<|im_end|>", {"<|im_start|>assistant\n"}));
   }
 }
 
-// GPT-OSS has no Jinja template in its tokenizer files: the string is checked by hand above;
-// here the ids of many rendered conversations equal HF tokenizers encoding the whole string.
+// Harmony against GPT-OSS's chat template (shared/chat_templates/gpt-oss.jinja). The loss trains
+// each assistant turn as the model generates it after the "<|start|>assistant" prompt: its final
+// channel "<|channel|>final<|message|>{content}<|end|>", <|return|> ending the last message,
+// which (as the template renders it in training) first carries its analysis channel
+// "<|channel|>analysis<|message|>{thinking}<|end|><|start|>assistant". Nothing else is trained.
+TEST(Chat, GptOssMatchesJinjaTemplateAndTrainsTheFinalChannel) {
+  auto harmony_runs = [](const json& conv, const Sample& s, const Tokenizer& tok, bool, const std::string& what) {
+    std::vector<std::string> want;
+    const auto& msgs = conv["messages"];
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const auto& m = msgs[i];
+      if (m["role"] != "assistant" || m.contains("mask")) continue;
+      const bool last = i + 1 == msgs.size();
+      std::string run;
+      if (last && m.contains("thinking"))
+        run = "<|channel|>analysis<|message|>" + m["thinking"].get<std::string>() + "<|end|><|start|>assistant";
+      run += "<|channel|>final<|message|>" + m["content"].get<std::string>() + (last ? "<|return|>" : "<|end|>");
+      want.push_back(run);
+    }
+    auto runs = trained_runs(s, tok);
+    EXPECT_EQ(runs.trained, want) << what << ": " << conv.dump();
+    for (auto& before : runs.masked_before) EXPECT_TRUE(ends_with(before, "<|start|>assistant")) << what;
+  };
+  check_jinja_parity(test::shared_dir() / "tokenizers/gpt-oss", 300, 3, harmony_runs,
+                     test::shared_dir() / "chat_templates" / "gpt-oss.jinja");
+}
+
+// GPT-OSS's tokenizer files carry no Jinja template (the test above takes it from
+// shared/chat_templates): here the ids of many rendered conversations, tool turns skipped,
+// equal HF tokenizers encoding the whole string.
 TEST(Chat, GptOssIdsEqualWholeStringEncoding) {
   auto dir = test::temp_dir("chat-gpt-oss");
   auto tok_dir = test::shared_dir() / "tokenizers" / "gpt-oss";

@@ -1,6 +1,6 @@
 """Reference renderings of many conversations by a family's Jinja chat template.
 
-usage: chat_template_parity.py TOKENIZER_DIR OUT_DIR N SEED
+usage: chat_template_parity.py TOKENIZER_DIR OUT_DIR N SEED [TEMPLATE.jinja]
 
 Writes OUT_DIR/convs.jsonl ({"messages": [...]} records, some assistant turns carrying "mask": 1)
 and OUT_DIR/expected.jsonl ({"text": apply_chat_template(messages, tokenize=False),
@@ -8,6 +8,8 @@ and OUT_DIR/expected.jsonl ({"text": apply_chat_template(messages, tokenize=Fals
 Conversations vary: with / without system prompt, 1-4 turns, empty content, unicode, text that
 looks like template syntax or special tokens, <think> blocks and reasoning_content (Qwen3),
 system messages in the middle, consecutive assistant turns, tool results.
+TEMPLATE.jinja replaces the tokenizer's template (GPT-OSS's tokenizer files carry none): for the
+harmony template, assistant turns carry "thinking" (analysis) fields and no tool turns are made.
 """
 import json
 import os
@@ -40,6 +42,8 @@ def text(rng):
 
 def assistant(rng, family):
     m = {"role": "assistant", "content": text(rng)}
+    if family == "gpt-oss" and rng.random() < 0.5:
+        m["thinking"] = text(rng)
     if family == "qwen" and rng.random() < 0.4:
         m["content"] = rng.choice(THINK_ANSWERS)
     if family == "qwen" and rng.random() < 0.15:
@@ -61,7 +65,7 @@ def conversation(rng, family):
         r = rng.random()
         if r < 0.1:
             msgs.append({"role": "system", "content": text(rng)})
-        elif r < 0.2:
+        elif r < 0.2 and family != "gpt-oss":
             msgs.append({"role": "tool", "content": text(rng)})
             if rng.random() < 0.5:
                 msgs.append({"role": "tool", "content": text(rng)})
@@ -76,8 +80,11 @@ def conversation(rng, family):
 def main():
     tok_dir, out_dir, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     hf = AutoTokenizer.from_pretrained(tok_dir)
+    if len(sys.argv) > 5:
+        hf.chat_template = open(sys.argv[5], encoding="utf-8").read()
     ref = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
-    family = "qwen" if "<|im_start|>" in hf.chat_template else "deepseek"
+    family = ("qwen" if "<|im_start|>" in hf.chat_template else
+              "gpt-oss" if "<|channel|>" in hf.chat_template else "deepseek")
     rng = random.Random(seed)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "convs.jsonl"), "w") as fc, open(os.path.join(out_dir, "expected.jsonl"), "w") as fe:

@@ -1,15 +1,20 @@
 """Tiny random MoE checkpoints for tests, built with transformers: one registry over the families.
 
-Usage: tiny_models.py --family F --config NAME --out DIR [--seed S] [--fused]
+Usage: tiny_models.py --family F --config NAME --out DIR [--seed S] [--fused | --mxfp4] [--vocab V]
 Each (family, config) exercises corners of that family: dense layers mixed in, shared experts on
 and off, renormalisation, tied embeddings, GQA ratios, biases, sliding windows, clipping, MLA
-with and without low-rank q, YaRN, rope styles, partial rotary, router groups.
+with and without low-rank q, YaRN, rope styles, partial rotary, router groups, sinks.
 --fused saves transformers 5's fused expert tensors instead of per-expert keys.
+--mxfp4 (gpt_oss) saves the experts as MXFP4 blocks and scales (random, in place of the model's
+expert weights), as the released GPT-OSS checkpoints are; load_reference() reads such a
+checkpoint back through transformers' own MXFP4 dequantisation. --vocab sizes the vocabulary
+for a real tokenizer's ids (default 128).
 A new family adds one entry to FAMILIES (and, if its router or experts are not the standard
 `mlp.gate` / `mlp.experts.{gate_up,down}_proj`, a router hook and a gradient extractor in
 family_reference.py).
 """
 import argparse
+import json
 import os
 
 import torch
@@ -145,20 +150,40 @@ FAMILIES = {
                            rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
                                                 original_max_position_embeddings=64)),
         }),
+    "gpt_oss": dict(
+        cls=("GptOssConfig", "GptOssForCausalLM"),
+        # intermediate 32 and hidden 32: MXFP4 blocks are 32 values. YaRN with a non-integer
+        # correction range (truncate false matters) and factor * original = max positions.
+        base=dict(intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, pad_token_id=None,
+                  rope_parameters=dict(rope_type="yarn", factor=4.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
+                                       original_max_position_embeddings=64, rope_theta=150000.0)),
+        configs={
+            # default layer_types (sliding, full, sliding) with a window of 4 < the test rows' 11
+            # tokens, GQA 2:1, head_dim 16 != 32/4, q/k/v/o biases, sinks, clamping active
+            "base": dict(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4),
+            # explicit layer_types (full first), MHA without attention biases, top-3 of 6, tied
+            # embeddings, default RoPE
+            "mha": dict(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=8, sliding_window=3,
+                        layer_types=["full_attention", "sliding_attention"], num_local_experts=6, num_experts_per_tok=3,
+                        attention_bias=False, tie_word_embeddings=True,
+                        rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
+        }),
 }
 
 
-def make_config(family, name):
+def make_config(family, name, vocab=None):
     fam = FAMILIES[family]
     kw = dict(COMMON)
     kw.update(fam["base"])
     kw.update(fam["configs"][name])
+    if vocab:
+        kw["vocab_size"] = vocab
     return getattr(tf, fam["cls"][0])(**kw)
 
 
-def build(family, name, seed):
+def build(family, name, seed, vocab=None):
     torch.manual_seed(seed)
-    model = getattr(tf, FAMILIES[family]["cls"][1])(make_config(family, name)).float().eval()
+    model = getattr(tf, FAMILIES[family]["cls"][1])(make_config(family, name, vocab)).float().eval()
     # Default init leaves norms at 1 and routers near-uniform; perturb everything so parity
     # tests see non-trivial norms, sharp routing and distinct experts.
     with torch.no_grad():
@@ -167,6 +192,10 @@ def build(family, name, seed):
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))
             elif n.endswith("mlp.gate.weight") or n.endswith("mlp.router.weight"):
                 p.normal_(0, 0.5)
+            elif n.endswith("self_attn.sinks"):
+                p.normal_(0, 1.0)  # sinks that take a visible share of the softmax
+            elif n.endswith("experts.gate_up_proj") and family == "gpt_oss":
+                p.normal_(0, 0.6)  # pre-activations beyond +-7: the SwiGLU clamps are active
             else:
                 p.normal_(0, 0.08)
         # Sigmoid routers' selection bias (a buffer, zero at init): make it change the choice.
@@ -196,9 +225,46 @@ def add_mtp_layers(model, out):
     save_file(tensors, path, metadata={"format": "pt"})
 
 
-def save(model, out, fused=False):
+# MXFP4 scale bytes (2^(s-127)) of the random experts: gate_up large enough to clamp, down small.
+MXFP4_SCALES = {"gate_up_proj": (123, 126), "down_proj": (119, 122)}
+
+
+def save_mxfp4(out, seed):
+    """The experts as MXFP4 (uint8 blocks [E, R, C/32, 16] and E8M0 scales [E, R, C/32], rows R =
+    2I interleaved gate/up or H, C the input dim), in place of the float tensors."""
+    path = os.path.join(out, "model.safetensors")
+    tensors = load_file(path)
+    g = torch.Generator().manual_seed(1000 + seed)
+    for name in [n for n in tensors if n.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        rows_in = tensors.pop(name).transpose(1, 2).shape  # [E, R, C]
+        lo, hi = MXFP4_SCALES[name.rsplit(".", 1)[1]]
+        tensors[name + "_blocks"] = torch.randint(0, 256, (*rows_in[:2], rows_in[2] // 32, 16), generator=g,
+                                                  dtype=torch.uint8)
+        tensors[name + "_scales"] = torch.randint(lo, hi, (*rows_in[:2], rows_in[2] // 32), generator=g,
+                                                  dtype=torch.uint8)
+    save_file(tensors, path, metadata={"format": "pt"})
+    cfg_path = os.path.join(out, "config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    json.dump(cfg, open(cfg_path, "w"), indent=2)
+
+
+def save(model, out, fused=False, mxfp4=False, seed=0):
     model.save_pretrained(out, save_original_format=not fused)
     add_mtp_layers(model, out)
+    if mxfp4:
+        save_mxfp4(out, seed)
+
+
+def load_reference(family, out):
+    """The saved checkpoint in transformers, fp32 (MXFP4 experts dequantized by transformers)."""
+    cls = getattr(tf, FAMILIES[family]["cls"][1])
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    kw = {}
+    if cfg.get("quantization_config", {}).get("quant_method") == "mxfp4":
+        kw["quantization_config"] = tf.Mxfp4Config(dequantize=True)
+    return cls.from_pretrained(out, dtype=torch.float32, **kw).float().eval()
 
 
 def main():
@@ -208,8 +274,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fused", action="store_true")
+    ap.add_argument("--mxfp4", action="store_true")
+    ap.add_argument("--vocab", type=int)
     a = ap.parse_args()
-    save(build(a.family, a.config, a.seed), a.out, a.fused)
+    save(build(a.family, a.config, a.seed, a.vocab), a.out, a.fused, a.mxfp4, a.seed)
 
 
 if __name__ == "__main__":

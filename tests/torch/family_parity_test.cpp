@@ -27,14 +27,16 @@ double rel_diff(const at::Tensor& ours, const at::Tensor& ref) {
   return max_abs_diff(ours, ref) / std::max(ref.abs().max().item<double>(), 1e-12);
 }
 
-// ESFT_TEST_DEVICE=cuda runs the table on a GPU in bf16 (grouped GEMM path) against
-// transformers in bf16 on the same GPU, with tolerances for bf16 rounding; the default is the
-// exact CPU fp32 check.
+// The default is the exact CPU fp32 check against transformers in fp32. ESFT_TEST_DEVICE=cuda runs
+// the table on a GPU in bf16 (grouped GEMMs, flash attention): both esft and transformers then
+// run in bf16 on that GPU, and esft's error against transformers in fp32 (the truth) must stay
+// within twice transformers' own bf16 error plus a small floor: as close to exact as transformers
+// itself in bf16, whichever roundings each makes.
 struct Precision {
   std::string device = "cpu";
   at::ScalarType dtype = at::kFloat;
-  double logits = 1e-4, weights = 1e-5, loss = 1e-5, grad_rel = 1e-4;
-  bool exact_ids = true;
+  double logits = 1e-4, weights = 1e-5, loss = 1e-5, grad_rel = 1e-4;  // fp32: absolute / relative bounds
+  bool bf16() const { return dtype != at::kFloat; }
 };
 Precision precision() {
   Precision p;
@@ -42,8 +44,7 @@ Precision precision() {
   if (dev && std::string(dev) != "cpu") {
     p.device = dev;
     p.dtype = at::kBFloat16;
-    p.logits = 0.1, p.weights = 0.02, p.loss = 0.02, p.grad_rel = 0.05;
-    p.exact_ids = false;  // near-ties may flip in bf16
+    p.logits = 0.02, p.weights = 0.01, p.loss = 0.005, p.grad_rel = 0.01;  // bf16: floors added to 2x HF's error
   }
   return p;
 }
@@ -51,10 +52,15 @@ Precision precision() {
 struct Case {
   std::string family, config;
   bool fused = false;  // checkpoint with transformers 5 fused expert tensors
+  bool mxfp4 = false;  // experts in MXFP4 (GPT-OSS); transformers runs them dequantized
+  std::string variant() const { return fused ? "fused" : mxfp4 ? "mxfp4" : ""; }
 };
-void PrintTo(const Case& c, std::ostream* os) { *os << c.family << "/" << c.config << (c.fused ? " (fused)" : ""); }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.family << "/" << c.config << (c.variant().empty() ? "" : " (" + c.variant() + ")");
+}
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.family + "_" + info.param.config + (info.param.fused ? "_fused" : "");
+  const auto v = info.param.variant();
+  return info.param.family + "_" + info.param.config + (v.empty() ? "" : "_" + v);
 }
 
 // The parity table: a new family adds its rows here (and its configs to tiny_models.py).
@@ -66,18 +72,39 @@ const Case kCases[] = {
     {"deepseek_v2", "lite"}, {"deepseek_v2", "groups"},      {"deepseek_v2", "dense_mixed"}, {"deepseek_v2", "lite", true},
     {"deepseek_v3", "base"}, {"deepseek_v3", "plain"},       {"deepseek_v3", "one_group"}, {"deepseek_v3", "base", true},
     {"glm4_moe", "base"},    {"glm4_moe", "groups"},         {"glm4_moe", "base", true},
+    {"gpt_oss", "base"},     {"gpt_oss", "mha"},             {"gpt_oss", "base", false, true},
 };
 
 class FamilyParity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FamilyParity, MatchesTransformers) {
   const auto& c = GetParam();
-  auto dir = test::temp_dir("parity-" + c.family + "-" + c.config + (c.fused ? "-fused" : ""));
+  auto dir = test::temp_dir("parity-" + c.family + "-" + c.config + (c.variant().empty() ? "" : "-" + c.variant()));
   const auto P = precision();
-  test::run_python("family_reference.py", "--family " + c.family + " --config " + c.config + " --out " + dir.string() +
-                                              (c.fused ? " --fused" : "") + " --device " + P.device +
-                                              (P.dtype == at::kFloat ? "" : " --dtype bf16"));
-  auto ref = load_safetensors(dir / "reference.safetensors");
+  const std::string args = "--family " + c.family + " --config " + c.config + (c.variant().empty() ? "" : " --" + c.variant()) +
+                           " --device " + P.device;
+  test::run_python("family_reference.py", args + " --out " + dir.string());
+  auto ref = load_safetensors(dir / "reference.safetensors");  // transformers in fp32: the truth
+  std::map<std::string, at::Tensor> hf16;                       // transformers in bf16 (GPU runs)
+  if (P.bf16()) {
+    test::run_python("family_reference.py",
+                     args + " --dtype bf16 --experts " + (dir / "experts.json").string() + " --out " + (dir / "bf16").string());
+    hf16 = load_safetensors(dir / "bf16/reference.safetensors");
+  }
+  // ours against the fp32 reference: within the fp32 bound, or (bf16) within 2x transformers' own
+  // bf16 error plus the floor. metric: absolute max difference or relative (to the reference's max).
+  auto close = [&](const at::Tensor& ours, const std::string& key, double bound, bool relative, const std::string& what) {
+    auto err = [&](const at::Tensor& x) { return relative ? rel_diff(x, ref.at(key)) : max_abs_diff(x, ref.at(key)); };
+    const double e = err(ours);
+    if (!P.bf16()) {
+      EXPECT_LT(e, bound) << what;
+    } else {
+      ASSERT_TRUE(hf16.count(key)) << key;
+      const double e_hf = err(hf16.at(key));
+      EXPECT_LE(e, 2 * e_hf + bound) << what << ": esft bf16 is " << e << " off fp32, transformers bf16 " << e_hf;
+    }
+  };
+  if (ref.count("clamped")) EXPECT_GT(ref["clamped"].item<int64_t>(), 0) << "the config does not exercise the SwiGLU clamps";
 
   auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
   ExpertSelection sel = ExpertSelection::from_json(
@@ -90,30 +117,40 @@ TEST_P(FamilyParity, MatchesTransformers) {
   ForwardOptions opt;
   opt.observer = &rec;
   auto out = model->forward(batch, opt);
-  EXPECT_LT(max_abs_diff(out.logits, ref["logits"]), P.logits) << "logits";
+  close(out.logits, "logits", P.logits, false, "logits");
   auto loss = out.loss_sum / double(out.n_loss_tokens);
-  EXPECT_NEAR(loss.item<double>(), ref["loss"].item<double>(), P.loss);
+  close(loss.detach().reshape({1}), "loss", P.loss, false, "loss");
 
   auto moe = model->moe_layers();
   ASSERT_EQ(rec.routes.size(), moe.size());
+  // bf16: a token routed differently from fp32 where transformers' bf16 run was not (a near-tie
+  // broken the other way by different roundings) changes that expert's and the router's gradients
+  // wholesale; gradients are then not comparable and only the forward is checked.
+  bool extra_flips = false;
   for (int layer : moe) {
     auto key = std::to_string(layer);
     ASSERT_TRUE(ref.count("ids." + key)) << "reference has no routing for layer " << layer;
     const auto& ids = rec.routes[layer].first;
-    if (P.exact_ids) {
+    if (!P.bf16()) {
       EXPECT_TRUE(at::equal(ids, ref["ids." + key])) << "top-k ids differ in layer " << layer;
       EXPECT_LT(max_abs_diff(rec.routes[layer].second, ref["weights." + key]), P.weights) << "gate weights, layer " << layer;
     } else {
-      double agree = (ids == ref["ids." + key]).to(at::kFloat).mean().item<double>();
-      // bf16 rounding (transformers adds expert outputs into bf16 one expert at a time, esft sums a
-      // token's copies in fp32) flips near-ties of these tiny random routers now and then.
-      EXPECT_GT(agree, 0.9) << "top-k ids agree on only " << agree << " of slots in layer " << layer;
+      // bf16 flips near-ties of these tiny random routers, in transformers as in esft: agree with
+      // the fp32 routing about as often as transformers in bf16 does.
+      auto agree = [&](const at::Tensor& x) { return (x.cpu() == ref["ids." + key]).to(at::kFloat).mean().item<double>(); };
+      EXPECT_GE(agree(ids), std::min(0.9, agree(hf16.at("ids." + key)) - 0.05)) << "top-k ids, layer " << layer;
+      extra_flips |= agree(ids) < agree(hf16.at("ids." + key));
     }
   }
   // Every reference routing layer is an MoE layer of ours.
   for (auto& [k, v] : ref)
     if (k.rfind("ids.", 0) == 0) EXPECT_TRUE(rec.routes.count(std::stoi(k.substr(4)))) << k;
 
+  if (extra_flips) {
+    std::printf("[ note     ] %s/%s: bf16 routing flipped a near-tie that transformers' bf16 run kept; gradients not compared\n",
+                c.family.c_str(), c.config.c_str());
+    return;
+  }
   // Gradients: selected experts per expert, every other trainable weight by its HF name.
   loss.backward();
   std::map<std::string, at::Tensor> grads;
@@ -127,13 +164,20 @@ TEST_P(FamilyParity, MatchesTransformers) {
     std::string p = grads.count(prefix("mlp") + "gate_up_proj") ? prefix("mlp") : prefix("block_sparse_moe");
     auto gu = grads.at(p + "gate_up_proj"), dn = grads.at(p + "down_proj");
     const int64_t I = dn.size(2);
+    const bool biases = grads.count(p + "gate_up_proj_bias") > 0;
     for (size_t slot = 0; slot < ids.size(); ++slot) {
       auto r = "grad." + std::to_string(layer) + "." + std::to_string(ids[slot]) + ".";
-      for (auto& [ours, theirs] : std::vector<std::pair<at::Tensor, std::string>>{
-               {gu[slot].narrow(0, 0, I), "gate"}, {gu[slot].narrow(0, I, I), "up"}, {dn[slot], "down"}}) {
+      std::vector<std::pair<at::Tensor, std::string>> parts = {
+          {gu[slot].narrow(0, 0, I), "gate"}, {gu[slot].narrow(0, I, I), "up"}, {dn[slot], "down"}};
+      if (biases) {
+        auto gub = grads.at(p + "gate_up_proj_bias")[slot];
+        parts.insert(parts.end(), {{gub.narrow(0, 0, I), "gate_bias"}, {gub.narrow(0, I, I), "up_bias"},
+                                   {grads.at(p + "down_proj_bias")[slot], "down_bias"}});
+      }
+      for (auto& [ours, theirs] : parts) {
         ASSERT_TRUE(ref.count(r + theirs)) << r + theirs;
         EXPECT_GT(ref[r + theirs].abs().max().item<double>(), 0) << r << theirs << ": reference gradient is zero";
-        EXPECT_LT(rel_diff(ours, ref[r + theirs]), P.grad_rel) << r << theirs;
+        close(ours, r + theirs, P.grad_rel, true, r + theirs);
         ++compared;
       }
     }
@@ -141,7 +185,7 @@ TEST_P(FamilyParity, MatchesTransformers) {
   for (auto& [name, g] : grads) {
     if (name.find(".experts.trainable_") != std::string::npos) continue;
     ASSERT_TRUE(ref.count("grad." + name)) << "transformers has no gradient for " << name;
-    EXPECT_LT(rel_diff(g, ref["grad." + name]), P.grad_rel) << name;
+    close(g, "grad." + name, P.grad_rel, true, name);
     ++compared;
   }
   for (auto& [k, v] : ref)
@@ -153,12 +197,12 @@ TEST_P(FamilyParity, MatchesTransformers) {
   EXPECT_EQ(model->has_router_aux_loss(), ref.count("aux_loss") > 0);
   if (model->has_router_aux_loss()) {
     auto out2 = model->forward(batch, ForwardOptions{false, nullptr, true});
-    EXPECT_NEAR(out2.aux_loss.item<double>(), ref["aux_loss"].item<double>(), P.loss);
-    EXPECT_NEAR((out2.loss_sum / double(out2.n_loss_tokens)).item<double>(), ref["loss_with_aux"].item<double>(), P.loss);
+    close(out2.aux_loss.detach().reshape({1}), "aux_loss", P.loss, false, "aux loss");
+    close((out2.loss_sum / double(out2.n_loss_tokens)).detach().reshape({1}), "loss_with_aux", P.loss, false, "loss with aux");
   }
 
   // Document packing equals running each document alone (sliding windows and padding included).
-  if (P.dtype != at::kFloat) return;
+  if (P.bf16()) return;
   at::NoGradGuard ng;
   auto a = ref["input_ids"].narrow(0, 0, 1).narrow(1, 0, 7), b = ref["input_ids"].narrow(0, 1, 1).narrow(1, 2, 6);
   auto packed = at::cat({a, b, at::zeros({1, 2}, at::kLong)}, 1);  // 2 padding tokens
@@ -185,7 +229,7 @@ TEST(Registry, UnknownArchitectureFailsLoudly) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("FancyMoeForCausalLM"), std::string::npos) << e.what();
     for (auto arch : {"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "MixtralForCausalLM", "OlmoeForCausalLM",
-                      "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Glm4MoeForCausalLM"})
+                      "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Glm4MoeForCausalLM", "GptOssForCausalLM"})
       EXPECT_NE(std::string(e.what()).find(arch), std::string::npos) << e.what();
   }
 }

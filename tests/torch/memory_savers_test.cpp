@@ -45,12 +45,15 @@ TEST(MemorySavers, ChunkedLmLossEqualsFullLogits) {
   (void)h2;
 }
 
-// Per family (router aux loss on where the family has one, every weight class trained).
+// Per family (router aux loss on where the family has one, every weight class trained);
+// "family:mxfp4" loads MXFP4 experts (packed frozen bank, expanded again in the re-run).
 class Checkpointing : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Checkpointing, EqualsPlainBackward) {
-  auto dir = test::temp_dir("ckpt-" + GetParam());
-  test::run_python("tiny_models.py", "--family " + GetParam() + " --config base --out " + dir.string());
+  const std::string family = GetParam().substr(0, GetParam().find(':'));
+  const bool mxfp4 = GetParam().find(":mxfp4") != std::string::npos;
+  auto dir = test::temp_dir("ckpt-" + family + (mxfp4 ? "-mxfp4" : ""));
+  test::run_python("tiny_models.py", "--family " + family + " --config base --out " + dir.string() + (mxfp4 ? " --mxfp4" : ""));
   auto ids = at::randint(3, 128, {2, 12}, at::kLong), labels = ids.clone();
   labels.index_put_({0, at::indexing::Slice(0, 3)}, -100);
   auto pos = at::tensor({0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5}, at::kLong).repeat({2, 1});
@@ -82,6 +85,7 @@ TEST_P(Checkpointing, EqualsPlainBackward) {
   for (auto& [name, g] : grads[0]) EXPECT_LT(rel(grads[1].at(name), g), 1e-5) << name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Checkpointing, ::testing::Values("qwen3_moe", "qwen2_moe", "olmoe"));
+INSTANTIATE_TEST_SUITE_P(Families, Checkpointing,
+                         ::testing::Values("qwen3_moe", "qwen2_moe", "olmoe", "gpt_oss", "gpt_oss:mxfp4"));
 
 }  // namespace

@@ -2,7 +2,7 @@
 // (biases, q/k norms, qkv clipping, partial / interleaved / complex RoPE, sliding window, sinks,
 // softmax scale) are fields, so a family states its attention instead of writing it.
 // Multi-head latent attention (DeepSeek) has its own function beside this one.
-// Shapes: B batch, S sequence, N heads, D head dim, H hidden.
+// Shapes: B batch, S sequence, N heads, D head dim, H hidden; q/k/v travel as [B,S,N,D].
 #pragma once
 #include <ATen/ATen.h>
 
@@ -47,10 +47,18 @@ struct AttentionLayout {
   int64_t window = 0;     // sliding window (0 = none), applied by the varlen kernel
 };
 
-// Softmax attention, causal within the layout; q [B,N,S,D], k/v [B,Nkv,S,D]; sinks_N optional.
-// Returns [B,S,N*Dv].
+// Softmax attention, causal within the layout; q [B,S,N,D], k/v [B,S,Nkv,D] (the projections'
+// own layout: the flash kernel then needs no transposes); sinks_N optional. Returns [B,S,N*Dv].
+// Sinks with cu_seqlens on CUDA in 16-bit take fused_sink_attention.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
                      double scale, const at::Tensor& sinks_N = {});
+
+// Attention with sinks through a fused kernel that keeps no S x S matrix: flash attention over
+// layout.cu_seqlens (with its window) on CUDA in 16-bit, PyTorch's CPU flash kernel with
+// layout.mask on the CPU. Equal to the eager path up to rounding, gradients included
+// (attention.cpp says why). q/k/v [B,S,N,D] as for attention(); returns [B,S,N*Dv].
+at::Tensor fused_sink_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const AttentionLayout& layout, double scale, const at::Tensor& sinks_N);
 
 // Loads prefix{q,k,v,o}_proj.{weight,bias}, prefix{q,k}_norm.weight, prefix sinks (prefix ends
 // in "self_attn.") into the store, shapes from the spec.

@@ -19,6 +19,7 @@ namespace esft::nn {
 
 struct DispatchPlan {
   at::Tensor row_source_M;  // index into the flattened [T*K] (token, slot) copies of each row
+  at::Tensor copy_row_TK;   // the inverse: the row of each (token, slot) copy, flattened [T*K]
   at::Tensor counts_E;      // rows per expert slot, int64 on the device
   int64_t n_tokens = 0, top_k = 0;
   // counts_E on the host; only filled when the experts ask for it (see dispatch's need_host_counts)
@@ -42,6 +43,16 @@ class TokenDispatcher {
   // a gradient from it (expert parallelism: other ranks' trained experts exchange through it).
   virtual bool in_every_backward() const { return false; }
 };
+
+// Sorts the (token, slot) copies by slot: fills the plan's row_source, copy_row, counts (and the
+// host counts when asked). The local and the expert-parallel dispatchers share it.
+void sort_copies_by_slot(const at::Tensor& slot_TK, int64_t n_tokens, int64_t n_slots, bool need_host_counts,
+                         DispatchPlan* plan);
+// x's rows in the plan's row order (each token K times). Its backward adds each token's K row
+// gradients with a gather and a sum: deterministic, no atomic adds.
+at::Tensor gather_token_rows(const at::Tensor& x_TH, const DispatchPlan& plan);
+// Each token's K rows of y (in the plan's row order) weighted by its gate weights and summed.
+at::Tensor weighted_sum_of_copies(const at::Tensor& y_MH, const at::Tensor& weights_TK, const DispatchPlan& plan);
 
 // All experts on this process: a stable sort of the copies by slot, and back.
 class LocalDispatcher final : public TokenDispatcher {

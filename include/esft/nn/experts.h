@@ -8,7 +8,9 @@
 //
 // The experts of one MoE layer live in two stacked banks: a trainable one (fp32 master copies,
 // leaf tensors that require grad) and a frozen one (model dtype, no grad), so frozen experts
-// never get weight gradients or optimizer state. A slot is an expert's position in
+// never get weight gradients or optimizer state. The frozen bank may hold its weights packed
+// (packed_experts.h: MXFP4 for GPT-OSS), expanded only for the matmul that uses them.
+// A slot is an expert's position in
 // [trainable ids..., frozen ids...]; the dispatcher groups rows by slot.
 //
 // Expert parallelism: the banks may hold a subset of the layer's experts (those an
@@ -19,12 +21,15 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "esft/model.h"
 
 namespace esft::nn {
+
+class PackedExperts;  // packed_experts.h
 
 enum class ExpertActivation {
   SwiGLU,         // silu(gate) * up
@@ -41,6 +46,9 @@ struct ExpertsSpec {
 // One expert's weights, or a stack of them ([E, ...] leading dim), in the internal layout.
 struct ExpertWeights {
   at::Tensor gate_up, down, gate_up_bias, down_bias;  // biases undefined without ExpertsSpec::bias
+  // Set instead of gate_up / down for a stack held packed (packed_experts.h): the frozen bank
+  // then keeps them packed and expands them per matmul.
+  std::shared_ptr<const PackedExperts> packed = nullptr;
 };
 
 // act(gate) * up over [M, 2I] pre-activations (gate columns first). Shared with dense MLPs.
@@ -49,7 +57,7 @@ at::Tensor gated_activation(const ExpertsSpec& spec, const at::Tensor& h_MF);
 class ExpertBanks {
  public:
   // held: the experts placement.held() gives this rank (all of them by default), stacked in
-  // ascending global id order, already on the device in the storage dtype.
+  // ascending global id order, already on the device in the storage dtype, dense or packed.
   // orig_dtype: the checkpoint's dtype, restored on export.
   ExpertBanks(ExpertsSpec spec, ExpertWeights held, at::ScalarType orig_dtype, ExpertPlacement placement = {});
 
@@ -58,6 +66,7 @@ class ExpertBanks {
   const ExpertPlacement& placement() const { return placement_; }
   // Moves the given global ids into the trainable bank (fp32 master copies), the rest frozen.
   // Ids this rank does not hold are trainable on their own rank: they only order the slots.
+  // A packed frozen bank stays packed; an expert once trainable cannot return to it.
   void split(const std::vector<int>& trainable_ids);
   // The trainable experts held here, in bank row order (ascending).
   const std::vector<int64_t>& trainable_ids() const { return train_.ids; }
@@ -78,9 +87,10 @@ class ExpertBanks {
 
   // The trainable bank's leaf tensors: gate_up, down (and biases), fp32.
   ExpertWeights trainable() const;
-  // One expert's weights in the storage precision (trainable ones: their fp32 master copy).
+  // One expert's weights in the storage precision (trainable ones: their fp32 master copy;
+  // packed ones expanded to the model dtype).
   ExpertWeights expert(int64_t e) const;
-  // Overwrites one expert's weights (any bank); shapes must match.
+  // Overwrites one expert's weights (any bank but a packed one); shapes must match.
   void set_expert(int64_t e, const ExpertWeights& w);
 
  private:
@@ -90,6 +100,8 @@ class ExpertBanks {
   };
   std::pair<const Bank*, int64_t> locate(int64_t e) const;
   void rebuild_slots();
+  void split_packed(const std::vector<char>& is_train);
+  at::Tensor frozen_forward(const at::Tensor& x, const at::Tensor& counts_E, const int64_t* host_counts) const;
 
   ExpertsSpec spec_;
   at::ScalarType orig_dtype_;

@@ -5,7 +5,8 @@
 
 namespace esft::nn {
 
-// Llama-style RMSNorm: normalise in fp32, cast back to the input dtype, then scale by weight.
+// Llama-style RMSNorm: normalise in fp32, cast back to the input dtype, then scale by weight
+// (on CUDA: one fused kernel of the same maths).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // GPT-OSS's RMSNorm: the weight multiplies in fp32 and the product is cast to the input dtype.
 at::Tensor rms_norm_fp32_weight(const at::Tensor& x, const at::Tensor& weight, double eps);

@@ -40,7 +40,7 @@ class Rope {
   double attention_scaling_ = 1.0;
 };
 
-// Rotates the first cos.size(-1) channels of x_BNSD (partial rotary leaves the rest as they are).
-at::Tensor apply_rope(const at::Tensor& x_BNSD, const at::Tensor& cos_BSD, const at::Tensor& sin_BSD, RopeStyle style);
+// Rotates the first cos.size(-1) channels of x_BSND (partial rotary leaves the rest as they are).
+at::Tensor apply_rope(const at::Tensor& x_BSND, const at::Tensor& cos_BSD, const at::Tensor& sin_BSD, RopeStyle style);
 
 }  // namespace esft::nn

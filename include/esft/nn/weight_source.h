@@ -72,7 +72,9 @@ at::Tensor dequantize_block_fp8(const at::Tensor& w8, const at::Tensor& scale_in
                                 const std::string& name);
 
 // Random weights made on the model's device in its dtype: norms near 1, selection biases 0,
-// everything else normal(0, std). Routed experts come in transformers 5's fused layout.
+// everything else normal(0, std). Routed experts come in transformers 5's fused layout, or as
+// MXFP4 blocks and scales (random bytes, scales near 2^-7: weights of std ~0.02) when the config's
+// quantization_config says mxfp4 (GPT-OSS as released).
 class RandomWeights final : public WeightSource {
  public:
   RandomWeights(nlohmann::json config, std::string name, at::Device device, at::ScalarType dtype, uint64_t seed,
@@ -82,7 +84,7 @@ class RandomWeights final : public WeightSource {
   std::string where() const override { return name_; }
   bool has(const std::string& name) const override;
   at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) override;
-  at::ScalarType dtype(const std::string&) const override { return dtype_; }
+  at::ScalarType dtype(const std::string& name) const override;
 
  private:
   nlohmann::json config_;
@@ -91,6 +93,7 @@ class RandomWeights final : public WeightSource {
   at::ScalarType dtype_;
   at::Generator gen_;
   double std_;
+  bool mxfp4_ = false;
 };
 
 }  // namespace esft::nn
