@@ -54,6 +54,7 @@ TEST_P(Checkpointing, EqualsPlainBackward) {
   const bool mxfp4 = GetParam().find(":mxfp4") != std::string::npos;
   auto dir = test::temp_dir("ckpt-" + family + (mxfp4 ? "-mxfp4" : ""));
   test::run_python("tiny_models.py", "--family " + family + " --config base --out " + dir.string() + (mxfp4 ? " --mxfp4" : ""));
+  at::manual_seed(11);  // a fixed batch: routing near-ties, rare but possible, would differ per run
   auto ids = at::randint(3, 128, {2, 12}, at::kLong), labels = ids.clone();
   labels.index_put_({0, at::indexing::Slice(0, 3)}, -100);
   auto pos = at::tensor({0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5}, at::kLong).repeat({2, 1});
