@@ -14,7 +14,9 @@ DIR/reference.safetensors:
     embeddings, lm_head).
 All gradients come from loss.backward() with every parameter trainable.
 With --mxfp4 the reference is the saved MXFP4 checkpoint as transformers loads it (dequantized).
-Modules transformers keeps in fp32 (_keep_in_fp32_modules) stay fp32 under --dtype bf16.
+Under --dtype bf16, GPT-OSS's norm weights (_keep_in_fp32_modules) are rounded to bf16 and then held
+in fp32, numerically what transformers 5.17's from_pretrained(dtype=bf16) runs (it keeps those modules
+in fp32 only for fp16; its RMSNorm multiplies the bf16 weight in fp32). esft keeps them unrounded.
 """
 import argparse
 import json
@@ -65,7 +67,9 @@ def count_clamped(experts_module, counter):
 
 
 def keep_fp32_modules(model):
-    """As from_pretrained(dtype=bf16) does: modules in _keep_in_fp32_modules stay fp32."""
+    """Modules in _keep_in_fp32_modules held in fp32, after model.to(bf16) rounded their weights: the
+    same numbers as from_pretrained(dtype=bf16), which keeps them in fp32 only for fp16 (transformers
+    5.17 modeling_utils) and whose GptOssRMSNorm multiplies the bf16 weight in fp32 anyway."""
     keep = getattr(model, "_keep_in_fp32_modules", None) or []
     for name, p in model.named_parameters():
         if any(k in name.split(".") for k in keep):
