@@ -27,7 +27,7 @@ ESFT=$(realpath "$ESFT")
 echo '{"experts": {"1": [4, 11, 0, 7], "2": [3], "3": [6, 9]}}' > "$OUT/cfg.json"
 train() {  # out extra...
   local out=$1; shift
-  "$ESFT" train --model tests/data/tiny-qwen3-moe --data tests/data/tiny-intent-train.tokens.jsonl --device "$DEVICE" \
+  ${EXEC:-} "$ESFT" train --model tests/data/tiny-qwen3-moe --data tests/data/tiny-intent-train.tokens.jsonl --device "$DEVICE" \
     --expert-config "$OUT/cfg.json" --output "$OUT/$out" --max-steps "$STEPS" --micro-batch-size 2 --global-batch-size 8 \
     --max-length 128 --learning-rate 1e-3 "$@"
 }
@@ -41,10 +41,11 @@ print(max((a[k].float() - b[k].float()).abs().max().item() for k in a))
 PY
 }
 rows=()
-for gpus in 1 "$N"; do
+for gpus in $(printf "1\n%s\n" "$N" | sort -un); do  # N=1: once
   par=(); [ "$gpus" -gt 1 ] && par=(--nproc-per-node "$gpus" --expert-parallel "$gpus")
   train "whole$gpus" "${par[@]}" > "$OUT/whole$gpus.log" 2>&1
-  train "term$gpus" "${par[@]}" > "$OUT/term$gpus.log" 2>&1 & pid=$!
+  # exec: the background job is esft itself, so that the signal reaches it and not a subshell
+  EXEC=exec train "term$gpus" "${par[@]}" > "$OUT/term$gpus.log" 2>&1 & pid=$!
   for _ in $(seq 600); do [ "$(wc -l < "$OUT/term$gpus/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && break; sleep 0.1; done
   kill -TERM "$pid"; rc=0; wait "$pid" || rc=$?
   stopped=$(wc -l < "$OUT/term$gpus/metrics.jsonl")
