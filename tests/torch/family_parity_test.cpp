@@ -6,6 +6,8 @@
 // each document alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "esft/error.h"
 #include "esft/model.h"
 #include "esft/tensor_io.h"
@@ -39,7 +41,12 @@ double set_agreement(const at::Tensor& ids_TK, const at::Tensor& ref_TK) {  // c
 // the table on a GPU in bf16 (grouped GEMMs, flash attention): both esft and transformers then
 // run in bf16 on that GPU, and esft's error against transformers in fp32 (the truth) must stay
 // within twice transformers' own bf16 error plus a small floor: as close to exact as transformers
-// itself in bf16, whichever roundings each makes.
+// itself in bf16, whichever roundings each makes. Gradients are judged as a whole (median errors
+// within 2x) and per tensor against transformers' typical error too (8x the larger of its error
+// on that tensor and its median error, plus the floor): a gradient that cancels (a sink logit's,
+// a bias's) has a tiny maximum, and its relative error swings between any two bf16 runs; two
+// transformers runs that differ only in whether a norm weight is rounded to bf16 were measured up
+// to 7.5x apart on single tensors of the GPT-OSS row, and fail a per-tensor 2x rule both ways.
 struct Precision {
   std::string device = "cpu";
   at::ScalarType dtype = at::kFloat;
@@ -102,6 +109,11 @@ TEST_P(FamilyParity, MatchesTransformers) {
   // ours against the fp32 reference: within the fp32 bound, or (bf16) within 2x transformers' own
   // bf16 error plus the floor. metric: absolute max difference or relative (to the reference's max).
   // keep (optional, bool over the leading dims): the entries compared.
+  struct GradError {
+    std::string what;
+    double esft, hf;
+  };
+  std::vector<GradError> grad_errors;  // bf16
   auto close = [&](const at::Tensor& ours, const std::string& key, double bound, bool relative, const std::string& what,
                    const at::Tensor& keep = {}) {
     auto pick = [&](const at::Tensor& x) { return keep.defined() ? x.cpu().index({keep}) : x; };
@@ -111,6 +123,9 @@ TEST_P(FamilyParity, MatchesTransformers) {
     const double e = err(ours);
     if (!P.bf16()) {
       EXPECT_LT(e, bound) << what;
+    } else if (relative) {  // gradients: judged together below
+      ASSERT_TRUE(hf16.count(key)) << key;
+      grad_errors.push_back({what, e, err(hf16.at(key))});
     } else {
       ASSERT_TRUE(hf16.count(key)) << key;
       const double e_hf = err(hf16.at(key));
@@ -220,6 +235,25 @@ TEST_P(FamilyParity, MatchesTransformers) {
     if (k.rfind("grad.model.", 0) == 0 || k.rfind("grad.lm_head", 0) == 0)
       EXPECT_TRUE(grads.count(k.substr(5))) << k << " is not trainable in esft with non_expert_modules and shared_experts";
   EXPECT_GT(compared, 10u);
+  if (P.bf16()) {
+    auto median = [](std::vector<double> v) {
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      return v[v.size() / 2];
+    };
+    std::vector<double> ours, theirs;
+    for (auto& g : grad_errors) ours.push_back(g.esft), theirs.push_back(g.hf);
+    const double med_hf = median(theirs), med = median(ours), kPerTensor = 8;
+    for (auto& g : grad_errors)
+      EXPECT_LE(g.esft, kPerTensor * std::max(g.hf, med_hf) + P.grad_rel)
+          << g.what << ": esft bf16 is " << g.esft << " off fp32, transformers bf16 " << g.hf << " (its median " << med_hf << ")";
+    EXPECT_LE(med, 2 * med_hf + P.grad_rel / 10) << "median gradient error: esft bf16 " << med << ", transformers bf16 " << med_hf;
+    std::printf("[ grads    ] %zu tensors: median error esft %.4f, transformers %.4f; worst esft/bound %.2f\n", grad_errors.size(), med,
+                med_hf, [&] {
+                  double w = 0;
+                  for (auto& g : grad_errors) w = std::max(w, g.esft / (kPerTensor * std::max(g.hf, med_hf) + P.grad_rel));
+                  return w;
+                }());
+  }
 
   // Router aux loss (output_router_logits=True in HF), for the families that define it.
   EXPECT_EQ(model->has_router_aux_loss(), ref.count("aux_loss") > 0);
