@@ -138,6 +138,50 @@ TEST(Reliability, NonFiniteLossStopsNamingTheStepAndKeepsTheLastGoodCheckpoint) 
   EXPECT_NE(err.find("step 3: the loss"), std::string::npos) << err;
 }
 
+TEST(Reliability, ResumeNeverStartsFromANonFiniteCheckpoint) {
+  auto dir = test::temp_dir("rel-nanckpt");
+  auto cfg = write_config(dir, R"({"experts": {"1": [0, 1], "2": [3]}})");
+  const std::string common = "--max-steps 3 --max-length 64 --save-steps 1 --save-total-limit 3 ";
+  ASSERT_EQ(esft(train_args(cfg, dir / "run", common), dir / "t.txt"), 0);
+  // Inf in one trained weight of step-3's state and NaN in one optimizer moment of step-2's.
+  auto poison = [&](int step, const std::string& prefix, float value) {
+    const auto p = dir / ("run/checkpoints/step-" + std::to_string(step)) / "train_state.safetensors";
+    std::vector<HfTensor> out;
+    bool done = false;
+    for (auto& [n, t] : load_safetensors(p)) {
+      auto x = t.clone();
+      if (!done && n.rfind(prefix, 0) == 0) x.view(-1)[0] = value, done = true;
+      out.push_back({n, x});
+    }
+    ASSERT_TRUE(done) << prefix;
+    save_safetensors(p, out);
+  };
+  poison(3, "param.", INFINITY);
+  poison(2, "optim.exp_avg", NAN);
+  const auto ckpt = [&](int s) { return (dir / ("run/checkpoints/step-" + std::to_string(s))).string(); };
+  std::string err;
+  // named explicitly: refused
+  EXPECT_EQ(esft(train_args(cfg, dir / "r2", common + "--resume " + ckpt(3)), dir / "e.txt", &err), 1);
+  EXPECT_NE(err.find("--resume " + ckpt(3) + ": cannot resume from it"), std::string::npos) << err;
+  EXPECT_NE(err.find("holds NaN or Inf"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir / "r2/adapter"));
+  // the run directory: both passed over, step 1 taken, and said so
+  fs::remove_all(dir / "run/adapter");
+  EXPECT_EQ(esft(train_args(cfg, dir / "run", common + "--resume " + (dir / "run").string()), dir / "e.txt", &err), 0) << err;
+  EXPECT_NE(err.find("resuming from " + ckpt(1) + ", the newest usable checkpoint; passed over: " + ckpt(3)), std::string::npos)
+      << err;
+  EXPECT_NE(err.find(ckpt(2) + " (train_state.safetensors: optim.exp_avg"), std::string::npos) << err;
+  for (auto& [n, t] : load_safetensors(dir / "run/adapter/model.safetensors"))
+    EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << n;
+  // none usable: refused, listing them
+  fs::remove_all(dir / "run/adapter");
+  for (int s = 1; s <= 3; ++s) poison(s, "param.", NAN);
+  EXPECT_EQ(esft(train_args(cfg, dir / "run", common + "--resume " + (dir / "run").string()), dir / "e.txt", &err), 1);
+  EXPECT_NE(err.find("no usable checkpoint"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir / "run/adapter"));
+  EXPECT_EQ(err.find("Exception raised from"), std::string::npos) << err;
+}
+
 TEST(Reliability, NanModelFailsTrainingAndScoringWithoutCompleteLookingOutputs) {
   auto dir = test::temp_dir("rel-nanmodel");
   auto model = nan_model(dir / "model", "model.layers.1.self_attn.o_proj.weight");
