@@ -390,6 +390,49 @@ TEST_F(Interrupted, SigtermToTheLauncherStopsEveryWorkerAtOneStep) {
   EXPECT_EQ(test::read_jsonl(out / "metrics.jsonl").size(), 24u);
 }
 
+TEST(Reliability, SlurmExampleRequeuesOnSigtermAndTheNextAllocationFinishes) {
+  // scripts/slurm/esft_pipeline.sbatch as SLURM runs it, on the CPU: SIGTERM to the batch shell
+  // (--signal=B:TERM) mid-training; it passes the signal on, esft checkpoints and exits 75, the
+  // script requeues the job (a stand-in scontrol records it) and exits 0; the next allocation
+  // (the same script again) resumes and finishes.
+  auto dir = test::temp_dir("rel-sbatch");
+  fs::create_directories(dir / "bin");
+  write_file_atomic(dir / "bin/scontrol", "#!/bin/sh\necho \"$@\" >> " + (dir / "scontrol.log").string() + "\n");
+  fs::permissions(dir / "bin/scontrol", fs::perms::owner_all);
+  const auto out = dir / "out";
+  const std::string env = "env PATH=" + (dir / "bin").string() + ":/usr/bin:/bin SLURM_JOB_ID=4242 DEVICE=cpu ESFT=" + bin() +
+                          " MODEL=" + kModel.string() + " DATA=" + kData.string() + " OUT=" + out.string() +
+                          " SAVE_STEPS=1000 TRAIN_ARGS='--max-steps 30 --max-length 64 --learning-rate 1e-3'";
+  const std::string script = " bash " + (test::source_dir() / "scripts/slurm/esft_pipeline.sbatch").string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec " + env + script + " > " + (dir / "job1.txt").string() + " 2>&1").c_str(), (char*)nullptr);
+    ::_exit(127);
+  }
+  ASSERT_TRUE(wait_for_steps(out / "train/metrics.jsonl", 3, pid)) << read_file(dir / "job1.txt");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const auto log1 = read_file(dir / "job1.txt");
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << log1;
+  EXPECT_EQ(read_file(dir / "scontrol.log"), "requeue 4242\n") << log1;
+  EXPECT_NE(log1.find("(exit status 75)"), std::string::npos) << log1;
+  const size_t done = lines(out / "train/metrics.jsonl");
+  ASSERT_LT(done, 30u) << log1;
+  EXPECT_TRUE(fs::exists(out / ("train/checkpoints/step-" + std::to_string(done)) / "train_state.safetensors")) << log1;
+  EXPECT_FALSE(fs::exists(out / "train/adapter"));
+  // The requeued job: scores and selection are kept, training resumes and ends.
+  ASSERT_EQ(test::run(env + script + " > " + (dir / "job2.txt").string() + " 2>&1"), 0) << read_file(dir / "job2.txt");
+  const auto log2 = read_file(dir / "job2.txt");
+  EXPECT_NE(log2.find("resumed from " + (out / ("train/checkpoints/step-" + std::to_string(done))).string()), std::string::npos)
+      << log2;
+  EXPECT_EQ(log2.find("] info scored "), std::string::npos) << "scoring is not redone";
+  EXPECT_NE(log1.find("] info scored "), std::string::npos) << log1;
+  EXPECT_EQ(test::read_jsonl(out / "train/metrics.jsonl").size(), 30u);
+  EXPECT_TRUE(fs::exists(out / "train/adapter/model.safetensors"));
+  EXPECT_EQ(read_file(dir / "scontrol.log"), "requeue 4242\n") << "no second requeue";
+}
+
 // ---- data and flags -----------------------------------------------------------------------------
 
 TEST(Reliability, TokenIdsOutsideTheVocabularyNameFileLineAndId) {
