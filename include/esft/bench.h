@@ -23,7 +23,7 @@ struct BenchOptions {
   int64_t score_tokens = 0;           // score: tokens per forward (samples of seq tokens packed); 0 = batch*seq
   int64_t steps = 10, warmup = 2;     // timed steps after warm-up steps
   int64_t experts_per_layer = 8;      // trained experts per MoE layer (spread over the ids)
-  bool activation_checkpointing = false;
+  int64_t checkpoint_layers = 0;  // as TrainOptions::checkpoint_layers
   double peak_tflops = 989;           // H100/H200 dense bf16
   uint64_t seed = 0;
   std::string profile;                // write a Chrome trace of each task's timed steps to PROFILE.<task>.json

@@ -55,7 +55,9 @@ struct ForwardOptions {
                                  // labels the LM head is not run at all (scoring)
   RoutingObserver* observer = nullptr;
   bool router_aux_loss = false;  // add router_aux_loss_coef * load-balancing loss to `loss`
-  bool activation_checkpointing = false;  // keep only each decoder layer's input; re-run layers in backward
+  // Decoder layers, from the first, that keep only their input and re-run in the backward
+  // (activation checkpointing): 0 none, -1 all.
+  int64_t checkpoint_layers = 0;
 };
 
 // What flops() counts: the documents of the micro-batches (attention is causal within each), the

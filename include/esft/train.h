@@ -30,7 +30,7 @@ struct TrainOptions {
   std::string packing = "document", truncation = "right";
   uint64_t seed = 5934875;
   bool router_aux_loss = false;
-  bool activation_checkpointing = false;  // keep only decoder-layer inputs; re-run layers in the backward
+  int64_t checkpoint_layers = 0;  // decoder layers (from the first) re-run in the backward: 0 none, -1 all
   // bookkeeping
   int64_t eval_steps = 0, save_steps = 0, save_total_limit = 2, log_steps = 1;
   bool save_full = false;

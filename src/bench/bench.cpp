@@ -47,6 +47,7 @@ nlohmann::json report(const BenchOptions& opt, const std::string& task, int64_t 
                       {"tokens_per_s", tokens / seconds}, {"tflops", tflops},
                       {"mfu", opt.peak_tflops > 0 ? tflops / opt.peak_tflops : 0.0},
                       {"peak_gib", peak_device_memory_gib(device)}, {"seconds", seconds}};
+  if (task == "train_ckpt") j["checkpoint_layers"] = opt.checkpoint_layers < 0 ? layers : std::min(opt.checkpoint_layers, layers);
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
   return j;
@@ -104,7 +105,7 @@ nlohmann::json bench_train(const BenchOptions& opt, MoeModel& model, int64_t lay
   const at::Device dev(device);
   ForwardOptions fo;
   fo.return_logits = false;
-  fo.activation_checkpointing = opt.activation_checkpointing;
+  fo.checkpoint_layers = opt.checkpoint_layers;
   double flops = 0;
   auto step = [&](bool timed) {
     auto ids = at::randint(0, model.vocab_size(), {opt.batch, opt.seq}, at::kLong);
@@ -122,7 +123,7 @@ nlohmann::json bench_train(const BenchOptions& opt, MoeModel& model, int64_t lay
   for (int64_t i = 0; i < opt.warmup; ++i) step(false);
   synchronize(dev);
   reset_peak_device_memory(device);
-  const std::string task = opt.activation_checkpointing ? "train_ckpt" : "train";
+  const std::string task = opt.checkpoint_layers != 0 ? "train_ckpt" : "train";
   Profile prof(opt.profile.empty() ? "" : opt.profile + "." + task + ".json", dev);
   auto t0 = Clock::now();
   for (int64_t i = 0; i < opt.steps; ++i) step(true);

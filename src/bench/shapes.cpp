@@ -51,6 +51,18 @@ const std::map<std::string, nlohmann::json>& shapes() {
         {"intermediate_size", 1024}, {"num_hidden_layers", 16}, {"num_attention_heads", 16}, {"num_key_value_heads", 16},
         {"num_experts", 64}, {"num_experts_per_tok", 8}, {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-5},
         {"max_position_embeddings", 4096}, {"pad_token_id", 1}}},
+      // The ESFT paper's model (MLA with a plain q_proj, YaRN, layer 0 dense, 2 shared experts).
+      {"deepseek-v2-lite",
+       {{"architectures", {"DeepseekV2ForCausalLM"}}, {"model_type", "deepseek_v2"}, {"vocab_size", 102400},
+        {"hidden_size", 2048}, {"intermediate_size", 10944}, {"moe_intermediate_size", 1408}, {"num_hidden_layers", 27},
+        {"num_attention_heads", 16}, {"num_key_value_heads", 16}, {"n_routed_experts", 64}, {"n_shared_experts", 2},
+        {"num_experts_per_tok", 6}, {"first_k_dense_replace", 1}, {"moe_layer_freq", 1}, {"n_group", 1},
+        {"topk_group", 1}, {"topk_method", "greedy"}, {"scoring_func", "softmax"}, {"norm_topk_prob", false},
+        {"routed_scaling_factor", 1.0}, {"kv_lora_rank", 512}, {"q_lora_rank", nullptr}, {"qk_nope_head_dim", 128},
+        {"qk_rope_head_dim", 64}, {"v_head_dim", 128}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000},
+        {"rope_scaling", {{"type", "yarn"}, {"factor", 40}, {"beta_fast", 32}, {"beta_slow", 1}, {"mscale", 0.707},
+                          {"mscale_all_dim", 0.707}, {"original_max_position_embeddings", 4096}}},
+        {"max_position_embeddings", 163840}, {"attention_bias", false}, {"tie_word_embeddings", false}}},
       // Both as released: MXFP4 experts (kept packed), sliding/full layers, YaRN.
       {"gpt-oss-20b", gpt_oss(24, 32)},
       {"gpt-oss-120b", gpt_oss(36, 128)},

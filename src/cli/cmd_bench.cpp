@@ -31,7 +31,8 @@ int cmd_bench(int argc, char** argv) {
     ("steps", "timed steps (forwards for score)", cxxopts::value<int64_t>()->default_value(num(d.steps)))
     ("warmup", "untimed steps first", cxxopts::value<int64_t>()->default_value(num(d.warmup)))
     ("experts-per-layer", "trained experts per MoE layer", cxxopts::value<int64_t>()->default_value(num(d.experts_per_layer)))
-    ("activation-checkpointing", "train with activation checkpointing")
+    ("activation-checkpointing", "train with activation checkpointing (every decoder layer)")
+    ("checkpoint-layers", "train with the first N decoder layers checkpointed", cxxopts::value<int64_t>()->default_value(num(d.checkpoint_layers)))
     ("device", "cpu, cuda or cuda:N (default: cuda when available)", cxxopts::value<std::string>()->default_value(d.device))
     ("dtype", "fp32, bf16 or fp16 (default: bf16 on cuda, fp32 on cpu)", cxxopts::value<std::string>()->default_value(d.dtype))
     ("peak-tflops", "accelerator peak for MFU (H100/H200 dense bf16)", cxxopts::value<double>()->default_value(num(d.peak_tflops)))
@@ -55,7 +56,7 @@ int cmd_bench(int argc, char** argv) {
   b.steps = a["steps"].as<int64_t>();
   b.warmup = a["warmup"].as<int64_t>();
   b.experts_per_layer = a["experts-per-layer"].as<int64_t>();
-  b.activation_checkpointing = a.count("activation-checkpointing") > 0;
+  b.checkpoint_layers = cli::checkpoint_layers(a);
   b.device = a["device"].as<std::string>();
   b.dtype = a["dtype"].as<std::string>();
   b.peak_tflops = a["peak-tflops"].as<double>();

@@ -57,7 +57,10 @@ cxxopts::Options train_options(const std::string& prog) {
     ("seed", "data-order seed (epoch e shuffles with seed + e)", cxxopts::value<uint64_t>()->default_value(num(d.seed)))
     ("router-aux-loss", "add the model's router load-balancing loss (off in released configs)")
     ("activation-checkpointing", "keep only each decoder layer's input and re-run the layer in the backward: far less "
-                                 "activation memory (long rows, big micro-batches) for about one more forward of compute");
+                                 "activation memory (long rows, big micro-batches) for about one more forward of compute")
+    ("checkpoint-layers", "checkpoint only the first N decoder layers (instead of --activation-checkpointing's all): "
+                          "each frees most of its layer's activations for a re-run of that layer; for a step that almost fits",
+     cxxopts::value<int64_t>()->default_value(num(d.checkpoint_layers)));
   o.add_options("Runtime and outputs")
     ("device", "cpu, cuda or cuda:N (default: cuda when available, else cpu)", cxxopts::value<std::string>()->default_value(d.device))
     ("dtype", "weights/compute dtype: fp32, bf16, fp16 (default: bf16 on cuda with fp32 master copies of trained tensors, fp32 on cpu)", cxxopts::value<std::string>()->default_value(d.dtype))
@@ -132,7 +135,7 @@ int cmd_train(int argc, char** argv) {
   t.max_steps = a["max-steps"].as<int64_t>();
   t.seed = a["seed"].as<uint64_t>();
   t.router_aux_loss = a.count("router-aux-loss") > 0;
-  t.activation_checkpointing = a.count("activation-checkpointing") > 0;
+  t.checkpoint_layers = cli::checkpoint_layers(a);
   t.device = a["device"].as<std::string>();
   t.dtype = a["dtype"].as<std::string>();
   t.eval_steps = a["eval-steps"].as<int64_t>();

@@ -66,6 +66,13 @@ int64_t flag_int(const cxxopts::ParseResult& a, const std::string& flag, int64_t
   return v;
 }
 
+int64_t checkpoint_layers(const cxxopts::ParseResult& a) {
+  const int64_t n = flag_int(a, "checkpoint-layers", 0, std::numeric_limits<int64_t>::max());
+  if (a.count("activation-checkpointing") == 0) return n;
+  if (n != 0) fail("--activation-checkpointing (every layer) and --checkpoint-layers {}: give one of them", n);
+  return -1;
+}
+
 }  // namespace esft::cli
 
 namespace esft::cli {

@@ -17,6 +17,9 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& o, int argc, char** argv);
 double flag_number(const cxxopts::ParseResult& a, const std::string& flag, double lo, double hi);
 int64_t flag_int(const cxxopts::ParseResult& a, const std::string& flag, int64_t lo, int64_t hi);
 
+// --activation-checkpointing (every layer: -1) or --checkpoint-layers N (the first N), not both.
+int64_t checkpoint_layers(const cxxopts::ParseResult& a);
+
 }  // namespace esft::cli
 
 namespace esft::cli {

@@ -32,7 +32,7 @@ static std::string first_sentences(std::string msg) {
 static const char* memory_hint(const std::string& cmd) {
   if (cmd == "train")
     return "lower --micro-batch-size (use --global-batch-size to keep the batch) or --max-length, or add "
-           "--activation-checkpointing";
+           "--activation-checkpointing (or --checkpoint-layers N for some layers)";
   if (cmd == "score") return "lower --batch-tokens or --max-length";
   if (cmd == "bench") return "lower --batch, --seq or --score-tokens, or add --activation-checkpointing";
   return "use a smaller model or another device";

@@ -140,7 +140,7 @@ ScoreResult run_scoring(const ScoreOptions& opt) {
                "--world-size {} contradicts the {} processes launched", opt.world_size, par.world_size());
     rank = par.rank(), world = par.world_size();
   }
-  auto output_lock = prepare_score_output(opt, par.is_main());
+  auto output_lock = prepare_score_output(opt, par.is_main(), rank);
 
   DataOptions dopt;
   dopt.model_dir = opt.model;

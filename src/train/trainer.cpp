@@ -480,7 +480,7 @@ TrainOutcome run_training(const TrainOptions& opt) {
     // accumulating micro batches gives exactly the gradient of the whole batch (n_items counts
     // the whole global batch, which every rank holds; the all-reduced count checks it).
     auto res = train_step(*model, optim, n_micro, micro_batch, n_items, lr, opt.max_grad_norm,
-                          ForwardOptions{false, nullptr, opt.router_aux_loss, opt.activation_checkpointing}, &par);
+                          ForwardOptions{false, nullptr, opt.router_aux_loss, opt.checkpoint_layers}, &par);
     ESFT_CHECK(res.loss_tokens == n_items, "step {}: the model counted {} loss tokens, the batch holds {}", step + 1,
                res.loss_tokens, n_items);
     if (n_items == 0) log_warn(fmt::format("step {}: no label tokens in this batch: nothing to learn, the weights stay as they are", step + 1));

@@ -90,9 +90,12 @@ def main():
     if a.mxfp4:
         model = load_reference(a.family, os.path.join(a.out, "model"))
     cfg = model.config
-    keep_fp32 = {n: b.clone() for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")}
+    # Buffers from_pretrained(dtype=bf16) leaves in fp32: the selection bias (_keep_in_fp32_modules_strict)
+    # and RoPE's inverse frequencies (computed in fp32 at init; model.to(bf16) would round them, an
+    # error neither transformers as users load it nor esft makes).
+    keep_fp32 = {n: b.clone() for n, b in model.named_buffers() if n.endswith(("e_score_correction_bias", "inv_freq"))}
     model.to(a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
-    for n, b in keep_fp32.items():  # as from_pretrained keeps it (_keep_in_fp32_modules_strict)
+    for n, b in keep_fp32.items():
         model.get_buffer(n).data = b.to(a.device)
     if a.dtype == "bf16" and a.family == "gpt_oss":  # its norms, as esft keeps them too
         keep_fp32_modules(model)
