@@ -6,6 +6,8 @@
 // - router mlp.router with a bias, top-k on the logits, softmax over the k (routed experts only);
 // - experts with biases and the clamped SwiGLU (alpha 1.702, limit 7.0, the +1 on up), as
 //   transformers' GptOssExperts hard-codes them; checkpoints in bf16 or MXFP4 (gpt_oss_experts.h).
+#include <cmath>
+
 #include "esft/log.h"
 #include "esft/nn/decoder.h"
 #include "esft/nn/ops.h"
@@ -45,7 +47,7 @@ class GptOss final : public nn::DecoderModel {
     c.attn = nn::read_attention_heads(nn::ConfigReader(heads, r.where()), c.base.hidden);
     c.attn.q_bias = c.attn.k_bias = c.attn.v_bias = c.attn.o_bias = r.get_bool("attention_bias", true);
     c.attn.sinks = true;
-    c.rope = with_rope_defaults(src.config());
+    c.rope = with_rope_defaults(src.config(), r.where());
 
     const char* n_experts_key = r.has("num_local_experts") ? "num_local_experts" : "num_experts";
     auto& e = c.moe.experts;
@@ -79,12 +81,14 @@ class GptOss final : public nn::DecoderModel {
  private:
   // transformers' GptOssConfig: rope_parameters default to YaRN (factor 32, beta 32/1, truncate
   // false, original 4096 positions) and rope_theta to 150000.
-  static nlohmann::json with_rope_defaults(nlohmann::json cfg) {
+  static nlohmann::json with_rope_defaults(nlohmann::json cfg, const std::string& where) {
+    nn::rope_type(cfg, where);  // a rope_parameters / rope_scaling that is no object fails, not replaced
     auto is_obj = [&](const char* k) { return cfg.contains(k) && cfg[k].is_object(); };
     if (!is_obj("rope_parameters") && !is_obj("rope_scaling"))
       cfg["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
                                 {"truncate", false}, {"original_max_position_embeddings", 4096}};
-    if (nn::rope_setting(cfg, "rope_theta", 0) == 0) cfg["rope_theta"] = kDefaultTheta;
+    // absent only: an explicit 0 is an error (Rope's check), not the default
+    if (std::isnan(nn::rope_setting(cfg, "rope_theta", NAN, where))) cfg["rope_theta"] = kDefaultTheta;
     return cfg;
   }
 

@@ -6,6 +6,7 @@
 # its reproducer in build-asan/fuzz-crashes/ and fails the script.
 #   ESFT_ASAN_BUILD  build directory (default build-asan)
 #   FUZZ_SECONDS     seconds per harness (0 skips fuzzing)
+#   ESFT_SHARED_DIR  shared fixtures (default: the main build's setting, else ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${ESFT_ASAN_BUILD:-build-asan}
@@ -13,13 +14,17 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 export CCACHE_DIR=${CCACHE_DIR:-/opt/esft/ccache}
 start=$(date +%s)
 
+# The shared fixtures: ESFT_SHARED_DIR, else what the main build was configured with, else ../shared.
+shared=${ESFT_SHARED_DIR:-$(sed -n 's/^ESFT_SHARED_DIR:PATH=//p' "${ESFT_BUILD:-build}/CMakeCache.txt" 2>/dev/null || true)}
+shared=${shared:-$PWD/../shared}
+
 if [ ! -f "$B/build.ninja" ]; then
   # fuzzer-no-link: the library carries libFuzzer's coverage counters, so the fuzzers are guided
   # by the code under test; the tests link without the fuzzer runtime.
   flags="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g"
   CC=clang CXX=clang++ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DESFT_CORE_ONLY=ON -DESFT_FUZZ=ON \
     -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
-    -DESFT_SHARED_DIR="${ESFT_SHARED_DIR:-$PWD/../shared}" -DESFT_PYTHON="${ESFT_PYTHON:-/opt/esft/venv/bin/python}" >/dev/null
+    -DESFT_SHARED_DIR="$shared" -DESFT_PYTHON="${ESFT_PYTHON:-/opt/esft/venv/bin/python}" >/dev/null
 fi
 cmake --build "$B" -j "$(nproc)"
 built=$(date +%s)

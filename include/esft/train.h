@@ -39,6 +39,7 @@ struct TrainOptions {
   // (non-zero exit, the last good checkpoint kept); N: up to N such steps are skipped (counted).
   int64_t max_nonfinite_steps = 0;
   double peak_tflops = 989;  // accelerator peak for the MFU estimate (H100/H200 dense bf16); 0 = no MFU
+  double cpu_peak_tflops = 0;  // the same on --device cpu, where no default peak makes sense (0 = no MFU)
   // parallelism (the process layout comes from the launcher, see esft/dist/launch.h)
   int expert_parallel = 1;   // ranks each MoE layer's experts are split over; must divide the world size
 };

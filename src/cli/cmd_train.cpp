@@ -68,7 +68,7 @@ cxxopts::Options train_options(const std::string& prog) {
     ("save-steps", "checkpoint every N steps (0: none)", cxxopts::value<int64_t>()->default_value(num(d.save_steps)))
     ("save-total-limit", "checkpoints kept", cxxopts::value<int64_t>()->default_value(num(d.save_total_limit)))
     ("log-steps", "log a line every N steps (metrics.jsonl gets every step)", cxxopts::value<int64_t>()->default_value(num(d.log_steps)))
-    ("peak-tflops", "accelerator peak TFLOP/s for the MFU in the log (on cuda): MFU = achieved TFLOP/s / peak, where "
+    ("peak-tflops", "accelerator peak TFLOP/s for the MFU in the log and TensorBoard (on cuda; on cpu only when given): MFU = achieved TFLOP/s / peak, where "
                     "the FLOPs are those the step needs (forward, input gradients, weight gradients of trained tensors "
                     "only, attention within documents; recomputation not counted); the default is H100/H200 dense "
                     "bf16; 0 hides MFU", cxxopts::value<double>()->default_value(num(d.peak_tflops)))
@@ -145,6 +145,7 @@ int cmd_train(int argc, char** argv) {
   t.save_full = a.count("save-full") > 0;
   t.stop_after = a["stop-after"].as<int64_t>();
   t.peak_tflops = a["peak-tflops"].as<double>();
+  if (a.count("peak-tflops")) t.cpu_peak_tflops = t.peak_tflops;  // the default peak is a GPU's
   t.expert_parallel = a["expert-parallel"].as<int>();
   const double inf = std::numeric_limits<double>::infinity();
   const int64_t big = std::numeric_limits<int64_t>::max();

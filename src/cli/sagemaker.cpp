@@ -199,7 +199,11 @@ int sagemaker_train() {
     return fmt::format("{}", fmt::join(names, ", "));
   };
   for (auto& [k, v] : hp.items()) {
-    const std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+    std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+    // The SDK's framework estimators (PyTorch, HuggingFace) JSON-encode every value, so "cosine"
+    // arrives as "\"cosine\"" (sagemaker-training decodes it for Python scripts): decode it here.
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      if (auto j = nlohmann::json::parse(value, nullptr, false); j.is_string()) value = j.get<std::string>();
     if (std::any_of(std::begin(kSampleNames), std::end(kSampleNames), [&](auto& s) { return k == s.name; })) {
       sample[k] = value;
       continue;

@@ -26,16 +26,16 @@ MlaSpec read_mla_spec(const ConfigReader& r, int64_t hidden, RopeStyle style) {
   m.v_head_dim = r.req_int("v_head_dim", 1);
   m.bias = r.get_bool("attention_bias", false);
   m.rope_style = style;
-  m.scale = mla_softmax_scale(r.json(), m.qk_head_dim());
+  m.scale = mla_softmax_scale(r.json(), m.qk_head_dim(), r.where());
   return m;
 }
 
-double mla_softmax_scale(const nlohmann::json& cfg, int64_t qk_head_dim) {
+double mla_softmax_scale(const nlohmann::json& cfg, int64_t qk_head_dim, const std::string& where) {
   double scale = 1.0 / std::sqrt(double(qk_head_dim));
-  if (rope_type(cfg) != "default") {
-    const double mscale_all_dim = rope_setting(cfg, "mscale_all_dim", 0);
+  if (rope_type(cfg, where) != "default") {
+    const double mscale_all_dim = rope_setting(cfg, "mscale_all_dim", 0, where);
     if (mscale_all_dim != 0) {
-      const double m = yarn_get_mscale(rope_setting(cfg, "factor", 1.0), mscale_all_dim);
+      const double m = yarn_get_mscale(rope_setting(cfg, "factor", 1.0, where), mscale_all_dim);
       scale *= m * m;
     }
   }

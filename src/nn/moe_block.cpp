@@ -26,12 +26,18 @@ MoeBlock::MoeBlock(std::string prefix, MoeSpec spec, WeightSource& src, ParamSto
   const auto& rs = spec_.router;
   const auto& es = spec_.experts;
   ESFT_CHECK(rs.n_experts == es.n_experts, "{}: router and experts disagree on the expert count", prefix_);
-  ESFT_CHECK(rs.top_k >= 1 && rs.top_k <= rs.n_experts, "{}: top-k {} must be in [1, {}]", prefix_, rs.top_k, rs.n_experts);
+  // top_k, n_group and topk_group come from config.json (num_experts_per_tok, n_group,
+  // topk_group): the errors name the file and the key.
+  const auto where = src.config_where();
+  ESFT_CHECK(rs.top_k >= 1 && rs.top_k <= rs.n_experts, "{}: \"num_experts_per_tok\" is {}; it must be in [1, {}] (the experts of {})",
+             where, rs.top_k, rs.n_experts, prefix_);
+  ESFT_CHECK(rs.n_group >= 1 && rs.topk_group >= 1 && rs.topk_group <= rs.n_group,
+             "{}: \"topk_group\" is {}; it must be in [1, n_group] (n_group {})", where, rs.topk_group, rs.n_group);
   if (rs.n_group > 1)
-    ESFT_CHECK(rs.n_experts % rs.n_group == 0 && rs.topk_group >= 1 && rs.topk_group <= rs.n_group &&
-                   rs.top_k <= rs.topk_group * (rs.n_experts / rs.n_group),
-               "{}: {} experts cannot be split into n_group {} with topk_group {} for top-{}", prefix_, rs.n_experts,
-               rs.n_group, rs.topk_group, rs.top_k);
+    ESFT_CHECK(rs.n_experts % rs.n_group == 0 && rs.top_k <= rs.topk_group * (rs.n_experts / rs.n_group),
+               "{}: \"n_group\" {} with \"topk_group\" {} cannot route top-{} of {} experts (n_group must divide the "
+               "experts and the best topk_group groups must hold at least num_experts_per_tok experts)",
+               where, rs.n_group, rs.topk_group, rs.top_k, rs.n_experts);
   const std::string r = prefix_ + spec_.router_name + ".";
   store.add(r + "weight", src.take(r + "weight", {es.n_experts, es.hidden}));
   if (rs.router_bias) store.add(r + "bias", src.take(r + "bias", {es.n_experts}));

@@ -8,8 +8,12 @@
 namespace esft::nn {
 
 namespace {
-const nlohmann::json* rope_block(const nlohmann::json& cfg, const char* key) {
-  return cfg.contains(key) && cfg[key].is_object() ? &cfg[key] : nullptr;
+// rope_parameters / rope_scaling: an object, null or absent; anything else is an error (not "no
+// scaling").
+const nlohmann::json* rope_block(const nlohmann::json& cfg, const char* key, const std::string& where) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return nullptr;
+  if (!cfg[key].is_object()) fail("{}: \"{}\" must be an object (or null), not {}", where, key, cfg[key].dump());
+  return &cfg[key];
 }
 }  // namespace
 
@@ -17,8 +21,8 @@ double yarn_get_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 *
 
 double rope_setting(const nlohmann::json& cfg, const std::string& key, double dflt, const std::string& where) {
   std::optional<double> found;
-  for (auto [block, b] : {std::pair{"rope_parameters.", rope_block(cfg, "rope_parameters")},
-                          {"rope_scaling.", rope_block(cfg, "rope_scaling")}, {"", &cfg}})
+  for (auto [block, b] : {std::pair{"rope_parameters.", rope_block(cfg, "rope_parameters", where)},
+                          {"rope_scaling.", rope_block(cfg, "rope_scaling", where)}, {"", &cfg}})
     if (b && b->contains(key) && !(*b)[key].is_null()) {
       // A value of the wrong type is an error wherever it stands, not the default
       // ("rope_theta": [0] is no 10000); the first valid one counts.
@@ -31,8 +35,8 @@ double rope_setting(const nlohmann::json& cfg, const std::string& key, double df
 }
 
 std::string rope_type(const nlohmann::json& cfg, const std::string& where) {
-  for (auto [block, b] : {std::pair{"rope_parameters.", rope_block(cfg, "rope_parameters")},
-                          {"rope_scaling.", rope_block(cfg, "rope_scaling")}})
+  for (auto [block, b] : {std::pair{"rope_parameters.", rope_block(cfg, "rope_parameters", where)},
+                          {"rope_scaling.", rope_block(cfg, "rope_scaling", where)}})
     if (b)
       for (auto key : {"rope_type", "type"})
         if (b->contains(key) && !(*b)[key].is_null()) {
@@ -70,8 +74,11 @@ Rope::Rope(const nlohmann::json& cfg, int64_t dim, const std::string& where) : d
     double low = corr(beta_fast), high = corr(beta_slow);
     bool truncate = true;
     for (auto key : {"rope_parameters", "rope_scaling"})
-      if (auto* b = rope_block(cfg, key); b && b->contains("truncate") && (*b)["truncate"].is_boolean())
+      if (auto* b = rope_block(cfg, key, where); b && b->contains("truncate") && !(*b)["truncate"].is_null()) {
+        if (!(*b)["truncate"].is_boolean())
+          fail("{}: \"{}.truncate\" must be true or false, not {}", where, key, (*b)["truncate"].dump());
         truncate = (*b)["truncate"].get<bool>();
+      }
     if (truncate) low = std::floor(low), high = std::ceil(high);
     low = std::max(low, 0.0);
     high = std::min(high, double(dim - 1));

@@ -512,9 +512,9 @@ TrainOutcome run_training(const TrainOptions& opt) {
       const double tflops = model->flops(fq) / std::max(dt, 1e-9) / 1e12 / par.world_size();  // per GPU
       line += fmt::format(" | {:.1f} TFLOP/s", tflops);
       rec["tflops"] = tflops;
-      if (rt.device != "cpu" && opt.peak_tflops > 0) {
-        line += fmt::format(" | mfu {:.1f}%", 100 * tflops / opt.peak_tflops);
-        rec["mfu"] = tflops / opt.peak_tflops;
+      if (const double peak = rt.device == "cpu" ? opt.cpu_peak_tflops : opt.peak_tflops; peak > 0) {
+        line += fmt::format(" | mfu {:.1f}%", 100 * tflops / peak);
+        rec["mfu"] = tflops / peak;
       }
     }
     const bool last = step + 1 == total;

@@ -29,7 +29,8 @@ TEST(Observability, TensorBoardReadsTheTrainingScalarsAndReportShowsTheRun) {
   const std::string train = test::esft_bin() + " train --model " + kModel.string() + " --device cpu --data " +
                             kData.string() + " --expert-config " + (dir / "expert_config.json").string() + " --output " +
                             (dir / "run").string() + " --max-steps 6 --max-length 64 --micro-batch-size 2 --global-batch-size 4"
-                            " --learning-rate 1e-3 --eval-dataset " + kEval.string() + " --eval-steps 3";
+                            " --learning-rate 1e-3 --eval-dataset " + kEval.string() + " --eval-steps 3"
+                            " --peak-tflops 0.001";  // a peak given on the CPU: MFU is logged too
   ASSERT_EQ(test::run(train + " --save-steps 3 --save-total-limit 3"), 0);
   ASSERT_EQ(test::run(train + " --save-steps 3 --save-total-limit 3 --resume " + (dir / "run/checkpoints/step-3").string()), 0);
   test::run_python("read_tfevents.py", (dir / "run/tensorboard").string() + " " + (dir / "tb.json").string());
@@ -37,7 +38,8 @@ TEST(Observability, TensorBoardReadsTheTrainingScalarsAndReportShowsTheRun) {
   auto metrics = test::read_jsonl(dir / "run/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 6u);
   for (auto [tag, key] : {std::pair{"train/loss", "loss"}, {"train/grad_norm", "grad_norm"}, {"train/learning_rate", "lr"},
-                          {"train/tokens_per_s", "tokens_per_s"}, {"train/peak_memory_gib", "peak_memory_gib"}}) {
+                          {"train/tokens_per_s", "tokens_per_s"}, {"train/peak_memory_gib", "peak_memory_gib"},
+                          {"train/tflops", "tflops"}, {"train/mfu", "mfu"}}) {
     ASSERT_TRUE(tb.contains(tag)) << tag << " " << tb.dump();
     std::map<int64_t, double> by_step;
     for (auto& p : tb[tag]) by_step[p[0].get<int64_t>()] = p[1].get<double>();

@@ -138,6 +138,50 @@ TEST(Reliability, NonFiniteLossStopsNamingTheStepAndKeepsTheLastGoodCheckpoint) 
   EXPECT_NE(err.find("step 3: the loss"), std::string::npos) << err;
 }
 
+TEST(Reliability, ResumeNeverStartsFromANonFiniteCheckpoint) {
+  auto dir = test::temp_dir("rel-nanckpt");
+  auto cfg = write_config(dir, R"({"experts": {"1": [0, 1], "2": [3]}})");
+  const std::string common = "--max-steps 3 --max-length 64 --save-steps 1 --save-total-limit 3 ";
+  ASSERT_EQ(esft(train_args(cfg, dir / "run", common), dir / "t.txt"), 0);
+  // Inf in one trained weight of step-3's state and NaN in one optimizer moment of step-2's.
+  auto poison = [&](int step, const std::string& prefix, float value) {
+    const auto p = dir / ("run/checkpoints/step-" + std::to_string(step)) / "train_state.safetensors";
+    std::vector<HfTensor> out;
+    bool done = false;
+    for (auto& [n, t] : load_safetensors(p)) {
+      auto x = t.clone();
+      if (!done && n.rfind(prefix, 0) == 0) x.view(-1)[0] = value, done = true;
+      out.push_back({n, x});
+    }
+    ASSERT_TRUE(done) << prefix;
+    save_safetensors(p, out);
+  };
+  poison(3, "param.", INFINITY);
+  poison(2, "optim.exp_avg", NAN);
+  const auto ckpt = [&](int s) { return (dir / ("run/checkpoints/step-" + std::to_string(s))).string(); };
+  std::string err;
+  // named explicitly: refused
+  EXPECT_EQ(esft(train_args(cfg, dir / "r2", common + "--resume " + ckpt(3)), dir / "e.txt", &err), 1);
+  EXPECT_NE(err.find("--resume " + ckpt(3) + ": cannot resume from it"), std::string::npos) << err;
+  EXPECT_NE(err.find("holds NaN or Inf"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir / "r2/adapter"));
+  // the run directory: both passed over, step 1 taken, and said so
+  fs::remove_all(dir / "run/adapter");
+  EXPECT_EQ(esft(train_args(cfg, dir / "run", common + "--resume " + (dir / "run").string()), dir / "e.txt", &err), 0) << err;
+  EXPECT_NE(err.find("resuming from " + ckpt(1) + ", the newest usable checkpoint; passed over: " + ckpt(3)), std::string::npos)
+      << err;
+  EXPECT_NE(err.find(ckpt(2) + " (train_state.safetensors: optim.exp_avg"), std::string::npos) << err;
+  for (auto& [n, t] : load_safetensors(dir / "run/adapter/model.safetensors"))
+    EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << n;
+  // none usable: refused, listing them
+  fs::remove_all(dir / "run/adapter");
+  for (int s = 1; s <= 3; ++s) poison(s, "param.", NAN);
+  EXPECT_EQ(esft(train_args(cfg, dir / "run", common + "--resume " + (dir / "run").string()), dir / "e.txt", &err), 1);
+  EXPECT_NE(err.find("no usable checkpoint"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir / "run/adapter"));
+  EXPECT_EQ(err.find("Exception raised from"), std::string::npos) << err;
+}
+
 TEST(Reliability, NanModelFailsTrainingAndScoringWithoutCompleteLookingOutputs) {
   auto dir = test::temp_dir("rel-nanmodel");
   auto model = nan_model(dir / "model", "model.layers.1.self_attn.o_proj.weight");
@@ -344,6 +388,49 @@ TEST_F(Interrupted, SigtermToTheLauncherStopsEveryWorkerAtOneStep) {
   ASSERT_EQ(a.size(), b.size());
   for (auto& [n, t] : a) EXPECT_LT((t - b[n]).abs().max().item<double>(), 1e-4) << n;
   EXPECT_EQ(test::read_jsonl(out / "metrics.jsonl").size(), 24u);
+}
+
+TEST(Reliability, SlurmExampleRequeuesOnSigtermAndTheNextAllocationFinishes) {
+  // scripts/slurm/esft_pipeline.sbatch as SLURM runs it, on the CPU: SIGTERM to the batch shell
+  // (--signal=B:TERM) mid-training; it passes the signal on, esft checkpoints and exits 75, the
+  // script requeues the job (a stand-in scontrol records it) and exits 0; the next allocation
+  // (the same script again) resumes and finishes.
+  auto dir = test::temp_dir("rel-sbatch");
+  fs::create_directories(dir / "bin");
+  write_file_atomic(dir / "bin/scontrol", "#!/bin/sh\necho \"$@\" >> " + (dir / "scontrol.log").string() + "\n");
+  fs::permissions(dir / "bin/scontrol", fs::perms::owner_all);
+  const auto out = dir / "out";
+  const std::string env = "env PATH=" + (dir / "bin").string() + ":/usr/bin:/bin SLURM_JOB_ID=4242 DEVICE=cpu ESFT=" + bin() +
+                          " MODEL=" + kModel.string() + " DATA=" + kData.string() + " OUT=" + out.string() +
+                          " SAVE_STEPS=1000 TRAIN_ARGS='--max-steps 30 --max-length 64 --learning-rate 1e-3'";
+  const std::string script = " bash " + (test::source_dir() / "scripts/slurm/esft_pipeline.sbatch").string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec " + env + script + " > " + (dir / "job1.txt").string() + " 2>&1").c_str(), (char*)nullptr);
+    ::_exit(127);
+  }
+  ASSERT_TRUE(wait_for_steps(out / "train/metrics.jsonl", 3, pid)) << read_file(dir / "job1.txt");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const auto log1 = read_file(dir / "job1.txt");
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << log1;
+  EXPECT_EQ(read_file(dir / "scontrol.log"), "requeue 4242\n") << log1;
+  EXPECT_NE(log1.find("(exit status 75)"), std::string::npos) << log1;
+  const size_t done = lines(out / "train/metrics.jsonl");
+  ASSERT_LT(done, 30u) << log1;
+  EXPECT_TRUE(fs::exists(out / ("train/checkpoints/step-" + std::to_string(done)) / "train_state.safetensors")) << log1;
+  EXPECT_FALSE(fs::exists(out / "train/adapter"));
+  // The requeued job: scores and selection are kept, training resumes and ends.
+  ASSERT_EQ(test::run(env + script + " > " + (dir / "job2.txt").string() + " 2>&1"), 0) << read_file(dir / "job2.txt");
+  const auto log2 = read_file(dir / "job2.txt");
+  EXPECT_NE(log2.find("resumed from " + (out / ("train/checkpoints/step-" + std::to_string(done))).string()), std::string::npos)
+      << log2;
+  EXPECT_EQ(log2.find("] info scored "), std::string::npos) << "scoring is not redone";
+  EXPECT_NE(log1.find("] info scored "), std::string::npos) << log1;
+  EXPECT_EQ(test::read_jsonl(out / "train/metrics.jsonl").size(), 30u);
+  EXPECT_TRUE(fs::exists(out / "train/adapter/model.safetensors"));
+  EXPECT_EQ(read_file(dir / "scontrol.log"), "requeue 4242\n") << "no second requeue";
 }
 
 // ---- data and flags -----------------------------------------------------------------------------

@@ -69,6 +69,8 @@ TEST(SageMaker, NotebookDictionaryScoringMode) {
   FakeSageMaker sm("scoring");
   auto hp = notebook();
   hp["mode"] = "scoring";
+  // as the SDK's framework estimators write hyperparameters.json: each value JSON-encoded
+  for (auto& [k, v] : hp.items()) v = nlohmann::json(v.get<std::string>()).dump();
   std::string log;
   ASSERT_EQ(sm.run(hp, 1, &log), 0) << log;
   EXPECT_TRUE(fs::exists(sm.root / "output/data/expert_scores/summary.json")) << log;

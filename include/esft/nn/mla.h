@@ -47,7 +47,7 @@ MlaSpec read_mla_spec(const ConfigReader& r, int64_t hidden, RopeStyle style);
 
 // qk_head_dim^-0.5, times yarn_get_mscale(factor, mscale_all_dim)^2 when the rope type is not
 // "default" and mscale_all_dim is set and non-zero.
-double mla_softmax_scale(const nlohmann::json& config, int64_t qk_head_dim);
+double mla_softmax_scale(const nlohmann::json& config, int64_t qk_head_dim, const std::string& where = "config.json");
 
 // Loads prefix{q_proj | q_a_proj, q_a_layernorm, q_b_proj}, prefix{kv_a_proj_with_mqa,
 // kv_a_layernorm, kv_b_proj, o_proj} (prefix ends in "self_attn.").
