@@ -73,7 +73,7 @@ int cmd_score(int argc, char** argv) {
   for (auto f : {"n-sample-tokens", "max-length", "batch-tokens"}) cli::flag_int(a, f, 0, big);
   ESFT_CHECK(s.world_size >= 1, "--world-size {}: must be at least 1", s.world_size);
   ESFT_CHECK(s.rank >= 0 && s.rank < s.world_size, "--rank {}: must be in [0, --world-size {})", s.rank, s.world_size);
-  ESFT_CHECK(a["nproc-per-node"].as<int>() >= 0, "--nproc-per-node {}: must be at least 1", a["nproc-per-node"].as<int>());
+  ESFT_CHECK(a["nproc-per-node"].as<int>() >= 0, "--nproc-per-node {}: must be 1 or more (0, the default, starts no workers)", a["nproc-per-node"].as<int>());
   ESFT_CHECK(s.expert_parallel >= 1, "--expert-parallel must be >= 1");
   std::vector<std::string> args = {"score"};
   for (int i = 1; i < argc; ++i) args.push_back(argv[i]);

@@ -164,7 +164,7 @@ int cmd_train(int argc, char** argv) {
   cli::flag_int(a, "micro-batch-size", 1, big);
   for (auto f : {"global-batch-size", "max-steps", "eval-steps", "save-steps", "save-total-limit", "log-steps", "stop-after"})
     cli::flag_int(a, f, 0, big);
-  ESFT_CHECK(a["nproc-per-node"].as<int>() >= 0, "--nproc-per-node {}: must be at least 1", a["nproc-per-node"].as<int>());
+  ESFT_CHECK(a["nproc-per-node"].as<int>() >= 0, "--nproc-per-node {}: must be 1 or more (0, the default, starts no workers)", a["nproc-per-node"].as<int>());
   ESFT_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "--warmup-ratio must be in [0, 1]");
   ESFT_CHECK(t.max_length > 0 && t.epochs > 0, "--max-length and --epochs must be positive");
   // Flag values checked here so a typo fails before data and model load.
