@@ -32,13 +32,18 @@ bool CheckpointWeights::is_block_fp8(const std::string& name) const {
   return is_fp8(ckpt_.info(name).dtype) && ckpt_.has(name + "_scale_inv");
 }
 
-at::Tensor CheckpointWeights::take(const std::string& name, const std::vector<int64_t>& shape) {
+const TensorInfo& CheckpointWeights::claim(const std::string& name, const std::vector<int64_t>& shape) {
   if (!ckpt_.has(name)) fail("{}: tensor {} is missing from the checkpoint", where(), name);
   const auto& info = ckpt_.info(name);
   if (info.shape != shape)
     fail("{}: tensor {} has shape [{}], expected [{}] from config.json", where(), name, fmt::join(info.shape, ", "),
          fmt::join(shape, ", "));
   used_.insert(name);
+  return info;
+}
+
+at::Tensor CheckpointWeights::take(const std::string& name, const std::vector<int64_t>& shape) {
+  const auto& info = claim(name, shape);
   if (is_block_fp8(name)) {
     used_.insert(name + "_scale_inv");
     return dequantize_block_fp8(load_tensor(ckpt_, name), load_tensor(ckpt_, name + "_scale_inv"), block_rows_,
@@ -83,12 +88,7 @@ at::Tensor WeightSource::take_rows(const std::string& name, const std::vector<in
 at::Tensor CheckpointWeights::take_rows(const std::string& name, const std::vector<int64_t>& shape,
                                         const std::vector<int64_t>& rows) {
   if (ckpt_.has(name) && is_fp8(ckpt_.info(name).dtype)) return WeightSource::take_rows(name, shape, rows);  // dequantized whole
-  if (!ckpt_.has(name)) fail("{}: tensor {} is missing from the checkpoint", where(), name);
-  const auto& info = ckpt_.info(name);
-  if (info.shape != shape)
-    fail("{}: tensor {} has shape [{}], expected [{}] from config.json", where(), name, fmt::join(info.shape, ", "),
-         fmt::join(shape, ", "));
-  used_.insert(name);
+  const auto& info = claim(name, shape);
   auto out_shape = shape;
   out_shape[0] = int64_t(rows.size());
   auto t = at::empty(out_shape, at::TensorOptions().dtype(to_scalar_type(info.dtype)));

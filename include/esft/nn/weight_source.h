@@ -61,6 +61,8 @@ class CheckpointWeights final : public WeightSource {
 
  private:
   bool is_block_fp8(const std::string& name) const;  // float8 with a NAME_scale_inv sibling
+  // The tensor's header entry, after checking it exists with `shape`; marks it used.
+  const TensorInfo& claim(const std::string& name, const std::vector<int64_t>& shape);
   const Checkpoint& ckpt_;
   std::set<std::string> used_;
   int64_t block_rows_ = 128, block_cols_ = 128;  // quantization_config.weight_block_size
