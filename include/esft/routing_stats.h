@@ -42,6 +42,11 @@ class RoutingStats {
   std::unique_ptr<Impl> impl_;
 };
 
+// A layer's routing log file, expert_weights_{L}.txt; and the layer a file name is the log of, or
+// -1 for any other name (a .tmp.<pid> leftover of an interrupted run included).
+std::string routing_log_name(int layer);
+int routing_log_layer(const std::string& filename);
+
 // Reads a scores directory: either expert_weights_{L}.txt files directly inside it, or inside
 // rank_*/ subfolders (esft score output, official multi-rank logs). top_k is inferred from the
 // data if 0 (DIR/score_config.json written by esft score, else the largest group size that

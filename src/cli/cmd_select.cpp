@@ -4,7 +4,6 @@
 
 #include <cstdlib>
 #include <map>
-#include <regex>
 
 #include "esft/cli.h"
 #include "esft/error.h"
@@ -18,8 +17,7 @@ namespace {
 
 bool has_logs(const fs::path& dir) {
   // Same names summarize_routing_logs reads (not the .tmp.<pid> leftovers of an interrupted run).
-  static const std::regex log_re(R"(expert_weights_\d+\.txt)");
-  auto is_log = [](const fs::path& p) { return std::regex_match(p.filename().string(), log_re); };
+  auto is_log = [](const fs::path& p) { return routing_log_layer(p.filename().string()) >= 0; };
   for (auto& e : fs::directory_iterator(dir)) {
     if (e.is_regular_file() && is_log(e.path())) return true;
     if (e.is_directory() && e.path().filename().string().rfind("rank_", 0) == 0)
@@ -54,8 +52,7 @@ int cmd_select(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  for (auto req : {"scores", "output"})
-    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  cli::require_flags(a, {"scores", "output"});
   fs::path dir = a["scores"].as<std::string>();
   if (!fs::is_directory(dir)) fail("--scores {}: not a directory", dir.string());
 
@@ -90,8 +87,8 @@ int cmd_select(int argc, char** argv) {
   for (auto flag : {"output", "summary-output"}) {
     if (!a.count(flag)) continue;
     const fs::path out = a[flag].as<std::string>();
-    static const std::regex read_re(R"(summary\.json|score_config\.json|expert_weights_\d+\.txt)");
-    if (path_within(out, dir) && std::regex_match(out.filename().string(), read_re))
+    const auto name = out.filename().string();
+    if (path_within(out, dir) && (name == "summary.json" || name == "score_config.json" || routing_log_layer(name) >= 0))
       fail("--{} {} is one of the files --scores {} holds and this command reads; choose another path", flag,
            out.string(), dir.string());
   }

@@ -102,7 +102,7 @@ void RoutingStats::prepare_layers(const std::vector<int>& layers) {
     auto& c = impl_->layers[layer];
     if (c.count.empty()) c.count.assign(impl_->n_experts, 0), c.gate.assign(impl_->n_experts, 0.0);
     if (!impl_->log_dir.empty() && !impl_->logs[layer])
-      impl_->logs[layer] = std::make_unique<AtomicFile>(impl_->log_dir / fmt::format("expert_weights_{}.txt", layer));
+      impl_->logs[layer] = std::make_unique<AtomicFile>(impl_->log_dir / routing_log_name(layer));
   }
 }
 
@@ -223,20 +223,25 @@ int infer_top_k(const std::vector<ParsedLog>& logs) {
 
 }  // namespace
 
+std::string routing_log_name(int layer) { return fmt::format("expert_weights_{}.txt", layer); }
+
+int routing_log_layer(const std::string& filename) {
+  static const std::regex name_re(R"(expert_weights_(\d+)\.txt)");
+  std::smatch m;
+  return std::regex_match(filename, m, name_re) ? std::stoi(m[1]) : -1;
+}
+
 nlohmann::json summarize_routing_logs(const fs::path& dir, int top_k, int n_experts) {
   if (!fs::is_directory(dir)) fail("{}: not a directory of routing logs", dir.string());
   std::vector<fs::path> folders = {dir};
   for (auto& e : fs::directory_iterator(dir))
     if (e.is_directory() && e.path().filename().string().rfind("rank_", 0) == 0) folders.push_back(e.path());
   std::sort(folders.begin(), folders.end());
-  static const std::regex name_re(R"(expert_weights_(\d+)\.txt)");
   std::vector<ParsedLog> logs;
   for (auto& f : folders)
-    for (auto& e : fs::directory_iterator(f)) {
-      std::smatch m;
-      std::string fn = e.path().filename().string();
-      if (e.is_regular_file() && std::regex_match(fn, m, name_re)) logs.push_back(parse_log(e.path(), std::stoi(m[1])));
-    }
+    for (auto& e : fs::directory_iterator(f))
+      if (int layer = routing_log_layer(e.path().filename().string()); layer >= 0 && e.is_regular_file())
+        logs.push_back(parse_log(e.path(), layer));
   if (logs.empty()) fail("{}: no expert_weights_{{L}}.txt routing logs here or in rank_*/ folders", dir.string());
   // esft score records K and E beside the logs; official logs leave them to inference.
   nlohmann::json meta = nlohmann::json::object();

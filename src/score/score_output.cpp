@@ -2,8 +2,8 @@
 
 #include "esft/error.h"
 #include "esft/log.h"
+#include "esft/routing_stats.h"
 
-#include <regex>
 
 namespace esft {
 
@@ -17,11 +17,10 @@ std::unique_ptr<DirectoryLock> prepare_score_output(const ScoreOptions& opt, boo
   // This rank's earlier routing logs go before it scores: none may outlive a failure of this run.
   // Only this rank's: ranks run by hand (--rank/--world-size, the reference's way) are separate
   // runs into one directory, and each keeps the others' logs for the summary.
-  static const std::regex log_re(R"(expert_weights_\d+\.txt)");
   const auto own = opt.output / ("rank_" + std::to_string(rank));
   if (fs::is_directory(own))
     for (auto& e : fs::directory_iterator(own))
-      if (e.is_regular_file() && std::regex_match(e.path().filename().string(), log_re)) fs::remove(e.path());
+      if (e.is_regular_file() && routing_log_layer(e.path().filename().string()) >= 0) fs::remove(e.path());
   if (!main_process) return nullptr;
   auto lock = std::make_unique<DirectoryLock>(opt.output, "--output");
   std::vector<fs::path> dirs = {opt.output, opt.output / ".cache"};
