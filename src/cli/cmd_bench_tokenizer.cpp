@@ -34,8 +34,7 @@ int cmd_bench_tokenizer(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  for (auto req : {"tokenizer", "input"})
-    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  cli::require_flags(a, {"tokenizer", "input"});
   int threads = a["threads"].as<int>();
   int passes = a["passes"].as<int>();
   if (threads < 1) fail("--threads must be at least 1");

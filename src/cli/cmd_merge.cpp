@@ -42,8 +42,7 @@ int cmd_merge(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  for (auto req : {"model", "adapter", "output"})
-    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  cli::require_flags(a, {"model", "adapter", "output"});
   fs::path model_dir = a["model"].as<std::string>(), adapter = a["adapter"].as<std::string>(),
            output = a["output"].as<std::string>();
   const size_t shard_bytes = parse_size(a["max-shard-size"].as<std::string>());

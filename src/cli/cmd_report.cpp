@@ -34,8 +34,7 @@ int cmd_report(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  for (auto req : {"scores", "output"})
-    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  cli::require_flags(a, {"scores", "output"});
   ReportOptions r;
   auto scores = a["scores"].as<std::vector<std::string>>();
   std::vector<std::string> names, configs;

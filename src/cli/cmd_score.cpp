@@ -50,8 +50,7 @@ int cmd_score(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  for (auto req : {"model", "data", "output"})
-    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  cli::require_flags(a, {"model", "data", "output"});
   ScoreOptions s;
   s.model = a["model"].as<std::string>();
   s.data = a["data"].as<std::string>();

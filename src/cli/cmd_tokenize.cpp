@@ -42,7 +42,7 @@ int cmd_tokenize(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  if (!a.count("data")) fail("--data is required (see --help)");
+  cli::require_flags(a, {"data"});
   DataOptions opt;
   if (a.count("model")) opt.model_dir = a["model"].as<std::string>();
   if (a.count("tokenizer")) opt.tokenizer_file = a["tokenizer"].as<std::string>();

@@ -104,8 +104,7 @@ int cmd_train(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return 0;
   }
-  for (auto req : {"model", "data", "expert-config", "output"})
-    if (!a.count(req)) fail("--{} is required (see --help)", req);
+  cli::require_flags(a, {"model", "data", "expert-config", "output"});
   TrainOptions t;
   t.model = a["model"].as<std::string>();
   t.data = a["data"].as<std::string>();

@@ -66,6 +66,11 @@ int64_t flag_int(const cxxopts::ParseResult& a, const std::string& flag, int64_t
   return v;
 }
 
+void require_flags(const cxxopts::ParseResult& a, std::initializer_list<const char*> names) {
+  for (auto name : names)
+    if (!a.count(name)) fail("--{} is required (see --help)", name);
+}
+
 int64_t checkpoint_layers(const cxxopts::ParseResult& a) {
   const int64_t n = flag_int(a, "checkpoint-layers", 0, std::numeric_limits<int64_t>::max());
   if (a.count("activation-checkpointing") == 0) return n;

@@ -4,6 +4,7 @@
 #include <cxxopts.hpp>
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
 
@@ -16,6 +17,9 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& o, int argc, char** argv);
 // Fails naming the flag unless lo <= v <= hi (and v finite).
 double flag_number(const cxxopts::ParseResult& a, const std::string& flag, double lo, double hi);
 int64_t flag_int(const cxxopts::ParseResult& a, const std::string& flag, int64_t lo, int64_t hi);
+
+// Fails "--NAME is required (see --help)" for the first of `names` not given.
+void require_flags(const cxxopts::ParseResult& a, std::initializer_list<const char*> names);
 
 // --activation-checkpointing (every layer: -1) or --checkpoint-layers N (the first N), not both.
 int64_t checkpoint_layers(const cxxopts::ParseResult& a);
