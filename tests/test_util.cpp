@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "esft/error.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -49,6 +51,15 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) out.push_back(nlohmann::json::parse(line));
   return out;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace esft::test

@@ -2,6 +2,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@ void run_python(const std::string& script, const std::string& args);
 fs::path source_dir();
 fs::path shared_dir();
 std::string esft_bin();
+// The message of the esft::Error that f throws, or "" when it throws none.
+std::string error_of(const std::function<void()>& f);
 // Every non-empty line of a jsonl file, parsed.
 std::vector<nlohmann::json> read_jsonl(const fs::path& path);
 

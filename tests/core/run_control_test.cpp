@@ -18,15 +18,6 @@ using namespace esft;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(DirectoryLock, SecondHolderFailsNamingTheFirstAndReleaseRemovesTheFile) {
   auto dir = test::temp_dir("lock");
   {
@@ -36,7 +27,7 @@ TEST(DirectoryLock, SecondHolderFailsNamingTheFirstAndReleaseRemovesTheFile) {
     // A second lock from another process (flock locks belong to open files; fork gets its own).
     pid_t pid = ::fork();
     if (pid == 0) {
-      std::string msg = error_of([&] { DirectoryLock b(dir / "out", "--output"); });
+      std::string msg = test::error_of([&] { DirectoryLock b(dir / "out", "--output"); });
       ::_exit(msg.find("is in use by another esft run (pid " + std::to_string(::getppid())) != std::string::npos ? 0 : 1);
     }
     int status = 0;
@@ -172,7 +163,7 @@ TEST(Report, HeatmapSelectionCurvesOverlapAndLoss) {
   html = make_report(opt);
   EXPECT_NE(html.find("layer 2, expert 2: 0.1 (selected)"), std::string::npos);
   EXPECT_EQ(html.find("layer 1, expert 0: 0.7 (selected)"), std::string::npos);
-  EXPECT_NE(error_of([&] { opt.tasks = {{"", dir / "none", ""}}; make_report(opt); }).find(dir.string() + "/none"),
+  EXPECT_NE(test::error_of([&] { opt.tasks = {{"", dir / "none", ""}}; make_report(opt); }).find(dir.string() + "/none"),
             std::string::npos);
 }
 

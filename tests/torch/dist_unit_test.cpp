@@ -24,24 +24,15 @@ dist::Env env_of(std::map<std::string, std::string> m) {
   };
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(DistLaunch, NodeListExpansion) {
   using V = std::vector<std::string>;
   EXPECT_EQ(dist::expand_nodelist("node7"), V({"node7"}));
   EXPECT_EQ(dist::expand_nodelist("gpu[01-03,07],cpu5"), V({"gpu01", "gpu02", "gpu03", "gpu07", "cpu5"}));
   EXPECT_EQ(dist::expand_nodelist("io-[8-10]-ib,a[1]"), V({"io-8-ib", "io-9-ib", "io-10-ib", "a1"}));
   EXPECT_EQ(dist::expand_nodelist("n[008-010]"), V({"n008", "n009", "n010"}));
-  EXPECT_NE(error_of([] { dist::expand_nodelist("gpu[01-03"); }).find("unbalanced"), std::string::npos);
-  EXPECT_NE(error_of([] { dist::expand_nodelist("gpu[3-1]"); }).find("backwards"), std::string::npos);
-  EXPECT_NE(error_of([] { dist::expand_nodelist("gpu[a-b]"); }).find("not a number"), std::string::npos);
+  EXPECT_NE(test::error_of([] { dist::expand_nodelist("gpu[01-03"); }).find("unbalanced"), std::string::npos);
+  EXPECT_NE(test::error_of([] { dist::expand_nodelist("gpu[3-1]"); }).find("backwards"), std::string::npos);
+  EXPECT_NE(test::error_of([] { dist::expand_nodelist("gpu[a-b]"); }).find("not a number"), std::string::npos);
 }
 
 TEST(DistLaunch, WorldFromEnvironment) {
@@ -87,11 +78,11 @@ TEST(DistLaunch, WorldFromEnvironment) {
   EXPECT_EQ(sm.master_addr, "algo-1");
 
   // Malformed values name the variable.
-  EXPECT_NE(error_of([] { dist::world_from_env(env_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}})); }).find("RANK=\"x\""),
+  EXPECT_NE(test::error_of([] { dist::world_from_env(env_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}})); }).find("RANK=\"x\""),
             std::string::npos);
-  EXPECT_NE(error_of([] { dist::world_from_env(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}})); }).find("outside"),
+  EXPECT_NE(test::error_of([] { dist::world_from_env(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}})); }).find("outside"),
             std::string::npos);
-  EXPECT_NE(error_of([] {
+  EXPECT_NE(test::error_of([] {
               dist::world_from_env(env_of({{"SM_HOSTS", R"(["a"])"}, {"SM_CURRENT_HOST", "b"}}));
             }).find("SM_CURRENT_HOST \"b\""),
             std::string::npos);
@@ -117,7 +108,7 @@ TEST(DistLaunch, WhatNprocPerNodeMeans) {
   EXPECT_EQ(node.n_nodes, 3);
   EXPECT_EQ(node.master_addr, "h1");
   // A contradiction is an error naming both counts.
-  auto msg = error_of([] { dist::plan_launch(8, env_of({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_WORLD_SIZE", "4"}})); });
+  auto msg = test::error_of([] { dist::plan_launch(8, env_of({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_WORLD_SIZE", "4"}})); });
   EXPECT_NE(msg.find("--nproc-per-node 8"), std::string::npos) << msg;
   EXPECT_NE(msg.find("started 4"), std::string::npos) << msg;
 }
@@ -142,7 +133,7 @@ TEST(DistPlacement, TrainableExpertsSpreadEvenly) {
       EXPECT_LE(trained_per_rank[r], hi) << "ep " << ep;
     }
   }
-  EXPECT_NE(error_of([] { dist::place_experts(16, {}, 3, 0); }).find("--expert-parallel 3"), std::string::npos);
+  EXPECT_NE(test::error_of([] { dist::place_experts(16, {}, 3, 0); }).find("--expert-parallel 3"), std::string::npos);
 }
 
 // A copy of the tiny checkpoint with transformers 5's fused expert tensors.

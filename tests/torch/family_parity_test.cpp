@@ -243,16 +243,16 @@ TEST_P(FamilyParity, MatchesTransformers) {
     std::vector<double> ours, theirs;
     for (auto& g : grad_errors) ours.push_back(g.esft), theirs.push_back(g.hf);
     const double med_hf = median(theirs), med = median(ours), kPerTensor = 8;
-    for (auto& g : grad_errors)
-      EXPECT_LE(g.esft, kPerTensor * std::max(g.hf, med_hf) + P.grad_rel)
-          << g.what << ": esft bf16 is " << g.esft << " off fp32, transformers bf16 " << g.hf << " (its median " << med_hf << ")";
+    double worst = 0;  // largest share of its bound a tensor's error takes
+    for (auto& g : grad_errors) {
+      const double bound = kPerTensor * std::max(g.hf, med_hf) + P.grad_rel;
+      EXPECT_LE(g.esft, bound) << g.what << ": esft bf16 is " << g.esft << " off fp32, transformers bf16 " << g.hf
+                               << " (its median " << med_hf << ")";
+      worst = std::max(worst, g.esft / bound);
+    }
     EXPECT_LE(med, 2 * med_hf + P.grad_rel / 10) << "median gradient error: esft bf16 " << med << ", transformers bf16 " << med_hf;
     std::printf("[ grads    ] %zu tensors: median error esft %.4f, transformers %.4f; worst esft/bound %.2f\n", grad_errors.size(), med,
-                med_hf, [&] {
-                  double w = 0;
-                  for (auto& g : grad_errors) w = std::max(w, g.esft / (kPerTensor * std::max(g.hf, med_hf) + P.grad_rel));
-                  return w;
-                }());
+                med_hf, worst);
   }
 
   // Router aux loss (output_router_logits=True in HF), for the families that define it.
