@@ -47,7 +47,7 @@ def main():
                              num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, rope_theta=1e6,
                              max_position_embeddings=40960, tie_word_embeddings=False)
     torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+    with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(cfg)
     try:
         model.set_experts_implementation("grouped_mm")
