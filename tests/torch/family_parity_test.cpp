@@ -253,6 +253,12 @@ TEST_P(FamilyParity, MatchesTransformers) {
     EXPECT_LE(med, 2 * med_hf + P.grad_rel / 10) << "median gradient error: esft bf16 " << med << ", transformers bf16 " << med_hf;
     std::printf("[ grads    ] %zu tensors: median error esft %.4f, transformers %.4f; worst esft/bound %.2f\n", grad_errors.size(), med,
                 med_hf, worst);
+    // The tensors furthest from transformers' own error, to say where a failure comes from.
+    std::sort(grad_errors.begin(), grad_errors.end(),
+              [](const GradError& a, const GradError& b) { return a.esft / (a.hf + 1e-12) > b.esft / (b.hf + 1e-12); });
+    for (size_t i = 0; i < std::min<size_t>(5, grad_errors.size()); ++i)
+      std::printf("[ grads    ]   %-60s esft %.4f transformers %.4f\n", grad_errors[i].what.c_str(), grad_errors[i].esft,
+                  grad_errors[i].hf);
   }
 
   // Router aux loss (output_router_logits=True in HF), for the families that define it.
