@@ -233,13 +233,8 @@ at::Tensor gqa_attention(const AttentionSpec& s, const std::string& p, const Par
   auto k = nn::linear(x, w.get(p + "k_proj.weight"), w.get_opt(p + "k_proj.bias"));
   auto v = nn::linear(x, w.get(p + "v_proj.weight"), w.get_opt(p + "v_proj.bias"));
   if (s.qk_norm == QkNorm::FullWidth) {
-    // Under clip_qkv, bf16 values one rounding apart land on either side of the clip and decide
-    // which gradients pass: transformers' roundings make its decisions (ops.h). A GPU bf16 run of
-    // a tiny OLMoE clamping 88% of q/k had k_proj gradients 1.0 off fp32 with the fused norm
-    // against transformers' 0.05, and 0.05 with this.
-    auto norm = s.clip_qkv > 0 ? rms_norm_two_roundings : rms_norm;
-    q = norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
-    k = norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
+    q = rms_norm(q, w.get(p + "q_norm.weight"), s.norm_eps);
+    k = rms_norm(k, w.get(p + "k_norm.weight"), s.norm_eps);
   }
   if (s.clip_qkv > 0) q = q.clamp(-s.clip_qkv, s.clip_qkv), k = k.clamp(-s.clip_qkv, s.clip_qkv), v = v.clamp(-s.clip_qkv, s.clip_qkv);
   q = q.view({B, S, -1, D});

@@ -20,10 +20,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   // On the GPU one fused kernel (normalised and scaled in fp32, rounded once: within a bf16 ulp of
   // HF's two roundings); elsewhere HF's exact sequence.
   if (x.is_cuda()) return at::rms_norm(x, {x.size(-1)}, weight.to(x.scalar_type()), eps);
-  return rms_norm_two_roundings(x, weight, eps);
-}
-
-at::Tensor rms_norm_two_roundings(const at::Tensor& x, const at::Tensor& weight, double eps) {
   auto x32 = x.to(at::kFloat);
   auto var = x32.pow(2).mean(-1, /*keepdim=*/true);
   auto y = (x32 * at::rsqrt(var + eps)).to(x.scalar_type());

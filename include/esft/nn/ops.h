@@ -8,10 +8,6 @@ namespace esft::nn {
 // Llama-style RMSNorm: normalise in fp32, cast back to the input dtype, then scale by weight
 // (on CUDA: one fused kernel of the same maths).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-// transformers' exact sequence on every device: normalised in fp32, rounded, scaled in x's dtype,
-// rounded again. Where a hard threshold follows (OLMoE's clip_qkv), the values it sees decide
-// which gradients pass, and these are then the ones transformers sees.
-at::Tensor rms_norm_two_roundings(const at::Tensor& x, const at::Tensor& weight, double eps);
 // GPT-OSS's RMSNorm: the weight multiplies in fp32 and the product is cast to the input dtype.
 at::Tensor rms_norm_fp32_weight(const at::Tensor& x, const at::Tensor& weight, double eps);
 
