@@ -9,7 +9,8 @@ DIR/reference.safetensors:
   grad.{L}.{e}.{gate,up,down}: gradients of chosen routed experts in per-expert layout
     ([I,H], [I,H], [H,I]), for the experts listed in DIR/experts.json; with expert biases
     (gpt_oss) also grad.{L}.{e}.{gate_bias,up_bias,down_bias} ([I], [I], [H]);
-  clamped (gpt_oss): how many SwiGLU inputs the clamps cut (the test wants some);
+  clamped (gpt_oss, OLMoE with clip_qkv): how many SwiGLU inputs or q/k/v values the clamps cut
+    (the test wants some);
   grad.{hf name}: gradients of every other parameter (attention, norms, routers, shared experts,
     embeddings, lm_head).
 All gradients come from loss.backward() with every parameter trainable.
@@ -66,6 +67,14 @@ def count_clamped(experts_module, counter):
     experts_module._apply_gate = counting
 
 
+def count_clipped_qkv(attn, clip, counter):
+    """Counts the q/k/v values OLMoE's clip_qkv cuts (normed q and k, raw v)."""
+    def hook(mod, inp, out):
+        counter[0] += int((out.abs() > clip).sum())
+    for m in (attn.q_norm, attn.k_norm, attn.v_proj):
+        m.register_forward_hook(hook)
+
+
 def keep_fp32_modules(model):
     """Modules in _keep_in_fp32_modules held in fp32, after model.to(bf16) rounded their weights: the
     same numbers as from_pretrained(dtype=bf16), which keeps them in fp32 only for fp16 (transformers
@@ -107,6 +116,10 @@ def main():
     if a.family == "gpt_oss":
         for layer in model.model.layers:
             count_clamped(layer.mlp.experts, clamped)
+    clip = getattr(cfg, "clip_qkv", None)
+    if clip:
+        for layer in model.model.layers:
+            count_clipped_qkv(layer.self_attn, clip, clamped)
 
     B, S = 2, 11
     g = torch.Generator().manual_seed(7)
@@ -149,7 +162,7 @@ def main():
 
     ref = {"input_ids": input_ids, "labels": labels, "logits": out.logits.detach().float(),
            "loss": out.loss.detach().reshape(1)}
-    if a.family == "gpt_oss":
+    if a.family == "gpt_oss" or clip:
         ref["clamped"] = torch.tensor([clamped[0]])
     for i, (idx, w) in routes.items():
         ref[f"ids.{i}"] = idx

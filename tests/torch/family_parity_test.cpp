@@ -139,7 +139,7 @@ TEST_P(FamilyParity, MatchesTransformers) {
       EXPECT_LE(e, 2 * e_hf + bound) << what << ": esft bf16 is " << e << " off fp32, transformers bf16 " << e_hf;
     }
   };
-  if (ref.count("clamped")) EXPECT_GT(ref["clamped"].item<int64_t>(), 0) << "the config does not exercise the SwiGLU clamps";
+  if (ref.count("clamped")) EXPECT_GT(ref["clamped"].item<int64_t>(), 0) << "the config does not exercise its clamps";
 
   auto model = load_model(dir / "model", LoadOptions{P.device, P.dtype});
   ExpertSelection sel = ExpertSelection::from_json(
