@@ -7,9 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 LOG=${OUT:-/tmp}/gpu_check.log
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOG"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-  -DESFT_PYTHON="$(command -v $PY)" 2>&1 | grep -v -i -E "kineto|CMAKE_CUDA_ARCH" | tail -3
-cmake --build build -j"$(nproc)" --target esft esft_torch_tests 2>&1 | tail -3
+source scripts/gpu/build.sh
+build_esft build
 ESFT_TEST_DEVICE=cuda ./build/esft_torch_tests --gtest_filter='Table*' 2>&1 | tee -a "$LOG" | tail -25
 DEVICE=cuda ESFT_SKIP_SETUP=1 OUT=/tmp/example-out bash scripts/example.sh 2>&1 | tee -a "$LOG" | tail -40

@@ -13,8 +13,8 @@ OUT=${OUT:-/tmp/esft-gpu}; mkdir -p "$OUT" /tmp/prof
 export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")'):$PWD/.carry
 ESFT=.carry/esft TESTS=.carry/esft_torch_tests
 if ! $ESFT --version >/dev/null 2>&1; then
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-    -DESFT_PYTHON="$(command -v python3)" >/dev/null && cmake --build build -j"$(nproc)" --target esft esft_torch_tests | tail -1
+  source scripts/gpu/build.sh
+  build_esft build || exit 1
   ESFT=build/esft TESTS=build/esft_torch_tests
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/bench.log"

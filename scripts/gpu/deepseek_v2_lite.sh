@@ -34,10 +34,8 @@ mkdir -p "$W" "$(dirname "$LOG")"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 
 t=$(date +%s)
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-  -DESFT_PYTHON="$(command -v $PY)" 2>&1 | grep -v -i -E "kineto|CMAKE_CUDA_ARCH" | tail -2
-cmake --build build -j"$(nproc)" --target esft esft_torch_tests 2>&1 | tail -2
+source scripts/gpu/build.sh
+build_esft build
 echo "build: $(( $(date +%s) - t )) s" | tee -a "$LOG"
 
 t=$(date +%s)

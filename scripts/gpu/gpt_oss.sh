@@ -40,10 +40,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 
 if has build; then
   note build
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-    -DESFT_PYTHON="$(command -v "$PY")" 2>&1 | grep -v -i -E "kineto|CMAKE_CUDA_ARCH" | tail -2
-  cmake --build build -j"$(nproc)" --target esft esft_torch_tests 2>&1 | tail -2
+  source scripts/gpu/build.sh
+  build_esft build
 fi
 
 if has parity; then

@@ -25,10 +25,8 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 
 # ---- 1. build ----
 if [ -z "${ESFT:-}" ]; then
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DESFT_BUILD_TESTS=OFF -DESFT_REQUIRE_NCCL=ON \
-    -DCMAKE_PREFIX_PATH="$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')" > "$OUT/cmake.log" 2>&1 \
-    || { tail -20 "$OUT/cmake.log"; exit 1; }
-  cmake --build build-gpu -j"$(nproc)" --target esft > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  source scripts/gpu/build.sh
+  build_esft build-gpu -DESFT_BUILD_TESTS=OFF -DESFT_REQUIRE_NCCL=ON || exit 1
   ESFT=$PWD/build-gpu/esft
 fi
 ESFT=$(realpath "$ESFT")
