@@ -15,7 +15,12 @@ namespace fs = std::filesystem;
 std::string read_file(const fs::path& path);
 void write_file_atomic(const fs::path& path, std::string_view content);
 
-// A file opened under "<path>.tmp.<pid>"; commit() flushes, fsyncs and renames it to path.
+// Where a write builds its output before the rename: "<path>.tmp.<pid>" (kind "tmp"), or
+// "<path>.old.<pid>" for the copy replace_directory() moves aside (kind "old"). The pid says
+// whether the writer still lives; remove_stale_temporaries() (run_control.h) parses these names.
+fs::path pid_sibling(const fs::path& path, const char* kind = "tmp");
+
+// A file opened under pid_sibling(path); commit() flushes, fsyncs and renames it to path.
 // Destroyed without commit(), the temporary is removed and path is left untouched.
 class AtomicFile {
  public:

@@ -28,10 +28,15 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
   f.commit();
 }
 
+fs::path pid_sibling(const fs::path& path, const char* kind) {
+  fs::path p = path;
+  p += std::string(".") + kind + "." + std::to_string(::getpid());
+  return p;
+}
+
 AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
   if (path_.has_parent_path()) fs::create_directories(path_.parent_path());
-  tmp_ = path_;
-  tmp_ += ".tmp." + std::to_string(::getpid());
+  tmp_ = pid_sibling(path_);
   f_ = std::fopen(tmp_.c_str(), "wb");
   if (!f_) fail("cannot create {}: {}", tmp_.string(), std::strerror(errno));
 }
@@ -65,8 +70,7 @@ void replace_directory(const fs::path& src, const fs::path& dst) {
   std::error_code ec;
   fs::path old;
   if (fs::exists(dst)) {
-    old = dst;
-    old += ".old." + std::to_string(::getpid());
+    old = pid_sibling(dst, "old");
     fs::rename(dst, old, ec);
     if (ec) fail("cannot move {} aside: {}", dst.string(), ec.message());
   }

@@ -116,7 +116,7 @@ std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
   std::vector<std::string> done;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return done;
-  static const std::regex re(R"((.+)\.(tmp|old)\.(\d+))");
+  static const std::regex re(R"((.+)\.(tmp|old)\.(\d+))");  // pid_sibling() names (fs.h)
   std::vector<fs::path> entries;
   for (auto& e : fs::directory_iterator(dir, ec)) entries.push_back(e.path());
   for (auto& p : entries) {

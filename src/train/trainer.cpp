@@ -100,8 +100,7 @@ void copy_model_files(const fs::path& from, const fs::path& to) {
 }
 
 fs::path fresh_tmp(const fs::path& dir) {
-  fs::path tmp = dir;
-  tmp += ".tmp." + std::to_string(::getpid());
+  fs::path tmp = pid_sibling(dir);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   return tmp;
