@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -59,6 +60,11 @@ struct ForwardOptions {
   // (activation checkpointing): 0 none, -1 all.
   int64_t checkpoint_layers = 0;
 };
+
+// The number of a model's n_layers decoder layers that checkpoint_layers checkpoints.
+inline int64_t checkpointed_layer_count(int64_t checkpoint_layers, int64_t n_layers) {
+  return checkpoint_layers < 0 ? n_layers : std::min(checkpoint_layers, n_layers);
+}
 
 // What flops() counts: the documents of the micro-batches (attention is causal within each), the
 // positions the LM head runs on, and whether a training backward follows.

@@ -47,7 +47,7 @@ nlohmann::json report(const BenchOptions& opt, const std::string& task, int64_t 
                       {"tokens_per_s", tokens / seconds}, {"tflops", tflops},
                       {"mfu", opt.peak_tflops > 0 ? tflops / opt.peak_tflops : 0.0},
                       {"peak_gib", peak_device_memory_gib(device)}, {"seconds", seconds}};
-  if (task == "train_ckpt") j["checkpoint_layers"] = opt.checkpoint_layers < 0 ? layers : std::min(opt.checkpoint_layers, layers);
+  if (task == "train_ckpt") j["checkpoint_layers"] = checkpointed_layer_count(opt.checkpoint_layers, layers);
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
   return j;

@@ -297,9 +297,7 @@ ForwardOutput DecoderModel::forward(const Batch& batch, const ForwardOptions& op
   prepare(in);
 
   auto h = at::embedding(w_.get("model.embed_tokens.weight"), ids, cfg_.pad_id);
-  const int64_t n_ckpt = !at::GradMode::is_enabled() ? 0
-                         : opt.checkpoint_layers < 0 ? cfg_.n_layers
-                                                     : std::min(opt.checkpoint_layers, cfg_.n_layers);
+  const int64_t n_ckpt = at::GradMode::is_enabled() ? checkpointed_layer_count(opt.checkpoint_layers, cfg_.n_layers) : 0;
   for (int64_t i = 0; i < cfg_.n_layers; ++i) h = i < n_ckpt ? checkpointed_layer(i, h, in_ptr) : layer_forward(i, h, in);
 
   ForwardOutput out;
